@@ -1,0 +1,1 @@
+//! Configuration: the TOML schema, every default, validation with file:line:column errors.
