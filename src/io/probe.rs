@@ -1,0 +1,1 @@
+//! Kernel and io_uring feature probe (`ringway probe`, and `--io auto`'s decision).
