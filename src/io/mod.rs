@@ -1,2 +1,404 @@
-//! THE SEAM: owned-buffer streams and listeners over two drivers (io_uring via compio, epoll via tokio).
+//! THE SEAM: owned-buffer streams, listeners, connect, spawn and timers over two drivers.
+//!
+//! - `uring`: completion-based io_uring through compio (see `uring.rs`, `kernel-notes.md`).
+//! - `epoll`: readiness-based tokio `current_thread`, one runtime per shard (see `epoll.rs`).
+//!
+//! Everything above this module is driver-agnostic: it sees [`Stream`], [`Listener`],
+//! [`connect_tcp`]/[`connect_unix`], [`spawn`], [`sleep`] and [`timeout`], and never names compio,
+//! tokio or io_uring. Dispatch is a `match` on an enum, not a trait object: one predictable branch
+//! per operation, no allocation.
+//!
+//! Buffers are owned: `read` takes a `BytesMut` and gives it back, because with io_uring the kernel
+//! writes into the buffer after the call returns. A timed-out or dropped operation must not leave
+//! a live read behind that later swallows bytes: callers close a connection after any timeout on it.
+//!
+//! This module must never know HTTP.
+
+use std::cell::Cell;
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
+use std::path::Path;
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+
+mod epoll;
+pub mod event;
 pub mod probe;
+mod uring;
+
+pub use event::LocalEvent;
+pub use uring::UringOptions;
+
+/// Which I/O driver a shard runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Driver {
+    /// io_uring (completion-based) through compio.
+    Uring,
+    /// epoll (readiness-based) through tokio's current-thread runtime.
+    Epoll,
+}
+
+impl Driver {
+    /// The name used on the command line, in config and in metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Driver::Uring => "uring",
+            Driver::Epoll => "epoll",
+        }
+    }
+}
+
+impl fmt::Display for Driver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Driver {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "uring" => Ok(Driver::Uring),
+            "epoll" => Ok(Driver::Epoll),
+            other => Err(format!(
+                "unknown driver `{other}` (expected uring or epoll)"
+            )),
+        }
+    }
+}
+
+thread_local! {
+    /// The driver of the runtime running on this thread; set by [`Runtime::block_on`].
+    static CURRENT: Cell<Option<Driver>> = const { Cell::new(None) };
+}
+
+/// The driver of the shard this code runs on.
+///
+/// # Panics
+/// Outside a [`Runtime::block_on`]: that is a programming error, not an input error.
+pub fn current_driver() -> Driver {
+    CURRENT
+        .with(Cell::get)
+        .expect("ringway io used outside a shard runtime")
+}
+
+/// One shard's event loop.
+pub enum Runtime {
+    /// compio runtime over one io_uring.
+    Uring(uring::Runtime),
+    /// tokio current-thread runtime plus the `LocalSet` that runs `!Send` tasks.
+    Epoll(epoll::Runtime),
+}
+
+impl Runtime {
+    /// Builds the event loop for `driver` on the calling thread.
+    ///
+    /// # Errors
+    /// For `Uring`, when io_uring cannot be set up (seccomp, sysctl, memlock): the error names
+    /// io_uring and the errno.
+    pub fn new(driver: Driver, opts: &UringOptions) -> io::Result<Runtime> {
+        match driver {
+            Driver::Uring => uring::Runtime::new(opts).map(Runtime::Uring),
+            Driver::Epoll => epoll::Runtime::new().map(Runtime::Epoll),
+        }
+    }
+
+    /// The driver this runtime runs.
+    pub fn driver(&self) -> Driver {
+        match self {
+            Runtime::Uring(_) => Driver::Uring,
+            Runtime::Epoll(_) => Driver::Epoll,
+        }
+    }
+
+    /// Runs `fut` to completion on this thread, with [`spawn`] available to it.
+    pub fn block_on<F: Future>(&self, fut: F) -> F::Output {
+        let prev = CURRENT.with(|c| c.replace(Some(self.driver())));
+        let out = match self {
+            Runtime::Uring(rt) => rt.block_on(fut),
+            Runtime::Epoll(rt) => rt.block_on(fut),
+        };
+        CURRENT.with(|c| c.set(prev));
+        out
+    }
+}
+
+/// Spawns a detached task on the current shard.
+///
+/// The task runs on this thread only; it is dropped (cancelled) if the runtime stops first.
+pub fn spawn<F: Future<Output = ()> + 'static>(fut: F) {
+    match current_driver() {
+        Driver::Uring => uring::spawn(fut),
+        Driver::Epoll => epoll::spawn(fut),
+    }
+}
+
+/// Waits for `dur`.
+pub async fn sleep(dur: Duration) {
+    match current_driver() {
+        Driver::Uring => uring::sleep(dur).await,
+        Driver::Epoll => epoll::sleep(dur).await,
+    }
+}
+
+/// Waits until `deadline`.
+pub async fn sleep_until(deadline: Instant) {
+    sleep(deadline.saturating_duration_since(Instant::now())).await
+}
+
+/// The deadline passed before the operation finished.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Elapsed;
+
+impl fmt::Display for Elapsed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("deadline elapsed")
+    }
+}
+
+impl std::error::Error for Elapsed {}
+
+/// Runs `fut` for at most `dur`.
+///
+/// # Cancellation
+/// On timeout `fut` is dropped. An I/O operation inside it is cancelled, but a read may already
+/// have consumed bytes: close the connection it ran on.
+pub async fn timeout<F: Future>(dur: Duration, fut: F) -> Result<F::Output, Elapsed> {
+    match current_driver() {
+        Driver::Uring => uring::timeout(dur, fut).await,
+        Driver::Epoll => epoll::timeout(dur, fut).await,
+    }
+}
+
+/// Runs `fut` until `deadline` at the latest. See [`timeout`].
+pub async fn timeout_at<F: Future>(deadline: Instant, fut: F) -> Result<F::Output, Elapsed> {
+    timeout(deadline.saturating_duration_since(Instant::now()), fut).await
+}
+
+/// A connected byte stream: TCP or Unix, on either driver.
+pub enum Stream {
+    /// io_uring stream.
+    Uring(uring::Stream),
+    /// epoll stream.
+    Epoll(epoll::Stream),
+}
+
+impl fmt::Debug for Stream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Stream({}, fd {})", self.driver(), self.as_raw_fd())
+    }
+}
+
+impl Stream {
+    /// The driver this stream belongs to.
+    pub fn driver(&self) -> Driver {
+        match self {
+            Stream::Uring(_) => Driver::Uring,
+            Stream::Epoll(_) => Driver::Epoll,
+        }
+    }
+
+    /// Reads into the spare capacity of `buf` (after its current length) and returns it.
+    ///
+    /// `Ok(0)` means the peer closed its write side (EOF). If `buf` has no spare capacity, a small
+    /// amount is reserved first so a read never spins on a full buffer.
+    pub async fn read(&mut self, mut buf: BytesMut) -> (io::Result<usize>, BytesMut) {
+        if buf.capacity() == buf.len() {
+            buf.reserve(4096);
+        }
+        match self {
+            Stream::Uring(s) => s.read(buf).await,
+            Stream::Epoll(s) => s.read(buf).await,
+        }
+    }
+
+    /// Writes all of `buf`.
+    pub async fn write_all(&mut self, buf: Bytes) -> io::Result<()> {
+        match self {
+            Stream::Uring(s) => s.write_all(buf).await,
+            Stream::Epoll(s) => s.write_all(buf).await,
+        }
+    }
+
+    /// Writes all of `bufs`, in order, with vectored writes (one `writev`/`sendmsg` when the
+    /// socket takes it all).
+    pub async fn write_vectored_all(&mut self, bufs: Vec<Bytes>) -> io::Result<()> {
+        match self {
+            Stream::Uring(s) => s.write_vectored_all(bufs).await,
+            Stream::Epoll(s) => s.write_vectored_all(bufs).await,
+        }
+    }
+
+    /// True if nothing can be read right now and the peer has not closed: the check before an idle
+    /// pooled connection is reused (one non-blocking `recv(MSG_PEEK)`; no bytes are consumed).
+    pub fn is_quiet(&self) -> bool {
+        let mut byte = 0u8;
+        // SAFETY: `byte` is a valid 1-byte buffer for the duration of the call; the fd is open
+        // because `self` owns it. MSG_PEEK consumes nothing, so the stream's state is unchanged.
+        let n = unsafe {
+            libc::recv(
+                self.as_raw_fd(),
+                (&mut byte as *mut u8).cast(),
+                1,
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        };
+        if n < 0 {
+            let err = io::Error::last_os_error();
+            err.kind() == io::ErrorKind::WouldBlock
+        } else {
+            // n == 0: FIN; n > 0: unsolicited bytes. Either way the connection is not reusable.
+            false
+        }
+    }
+
+    /// The peer's TCP address (None for Unix sockets).
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        match self {
+            Stream::Uring(s) => s.peer_addr(),
+            Stream::Epoll(s) => s.peer_addr(),
+        }
+    }
+
+    /// Closes the connection with a RST instead of a FIN (SO_LINGER 0), for connections abandoned
+    /// mid-exchange where the peer must not mistake a truncation for a complete message.
+    pub fn set_reset_on_close(&self) {
+        let linger = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        // SAFETY: `linger` is a valid, initialised struct of the size passed; the fd is open.
+        unsafe {
+            libc::setsockopt(
+                self.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                (&linger as *const libc::linger).cast(),
+                std::mem::size_of::<libc::linger>() as libc::socklen_t,
+            );
+        }
+    }
+
+    /// Converts a connected std Unix stream (e.g. one end of a socketpair) into a shard stream.
+    ///
+    /// # Errors
+    /// If the runtime cannot register the fd.
+    pub fn from_std_unix(s: std::os::unix::net::UnixStream) -> io::Result<Stream> {
+        match current_driver() {
+            Driver::Uring => uring::Stream::from_std_unix(s).map(Stream::Uring),
+            Driver::Epoll => epoll::Stream::from_std_unix(s).map(Stream::Epoll),
+        }
+    }
+}
+
+impl AsRawFd for Stream {
+    fn as_raw_fd(&self) -> RawFd {
+        match self {
+            Stream::Uring(s) => s.as_raw_fd(),
+            Stream::Epoll(s) => s.as_raw_fd(),
+        }
+    }
+}
+
+/// Connects to a TCP address within `limit`, with TCP_NODELAY set.
+///
+/// # Errors
+/// The connect error, or `TimedOut` when `limit` passes first.
+pub async fn connect_tcp(addr: SocketAddr, limit: Duration) -> io::Result<Stream> {
+    let fut = async {
+        match current_driver() {
+            Driver::Uring => uring::Stream::connect_tcp(addr).await.map(Stream::Uring),
+            Driver::Epoll => epoll::Stream::connect_tcp(addr).await.map(Stream::Epoll),
+        }
+    };
+    match timeout(limit, fut).await {
+        Ok(r) => r,
+        Err(Elapsed) => Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")),
+    }
+}
+
+/// Connects to a Unix stream socket within `limit`.
+///
+/// # Errors
+/// The connect error, or `TimedOut` when `limit` passes first.
+pub async fn connect_unix(path: &Path, limit: Duration) -> io::Result<Stream> {
+    let fut = async {
+        match current_driver() {
+            Driver::Uring => uring::Stream::connect_unix(path).await.map(Stream::Uring),
+            Driver::Epoll => epoll::Stream::connect_unix(path).await.map(Stream::Epoll),
+        }
+    };
+    match timeout(limit, fut).await {
+        Ok(r) => r,
+        Err(Elapsed) => Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")),
+    }
+}
+
+/// A listening TCP socket registered with the current shard's driver.
+pub enum Listener {
+    /// io_uring listener.
+    Uring(uring::Listener),
+    /// epoll listener.
+    Epoll(epoll::Listener),
+}
+
+impl Listener {
+    /// Registers an already bound and listening std listener (made with socket2: SO_REUSEPORT,
+    /// backlog) with the current shard's driver.
+    ///
+    /// # Errors
+    /// If the fd cannot be registered.
+    pub fn from_std(l: std::net::TcpListener) -> io::Result<Listener> {
+        match current_driver() {
+            Driver::Uring => uring::Listener::from_std(l).map(Listener::Uring),
+            Driver::Epoll => epoll::Listener::from_std(l).map(Listener::Epoll),
+        }
+    }
+
+    /// The stream of accepted connections.
+    ///
+    /// `multishot` asks the uring driver for multishot accept (kernel 5.19+: one submission keeps
+    /// producing connections); it falls back to one-shot accepts if the kernel refuses. Ignored by
+    /// epoll.
+    pub fn incoming(&self, multishot: bool) -> Incoming<'_> {
+        match self {
+            Listener::Uring(l) => Incoming::Uring(l.incoming(multishot)),
+            Listener::Epoll(l) => Incoming::Epoll(l),
+        }
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        match self {
+            Listener::Uring(l) => l.local_addr(),
+            Listener::Epoll(l) => l.local_addr(),
+        }
+    }
+}
+
+/// Accepted connections of one [`Listener`].
+pub enum Incoming<'a> {
+    /// io_uring accepts (multishot or one-shot).
+    Uring(uring::Incoming<'a>),
+    /// epoll accepts.
+    Epoll(&'a epoll::Listener),
+}
+
+impl Incoming<'_> {
+    /// The next connection (TCP_NODELAY set) and its peer address.
+    ///
+    /// # Errors
+    /// Accept errors are returned as they come (EMFILE included); the caller decides to back off
+    /// so that a persistent error never becomes a busy loop.
+    pub async fn next(&mut self) -> io::Result<(Stream, Option<SocketAddr>)> {
+        match self {
+            Incoming::Uring(i) => i.next().await.map(|(s, a)| (Stream::Uring(s), a)),
+            Incoming::Epoll(l) => l.accept().await.map(|(s, a)| (Stream::Epoll(s), Some(a))),
+        }
+    }
+}

@@ -1,0 +1,175 @@
+//! The epoll driver: tokio's current-thread runtime, one per shard, with a `LocalSet` so tasks
+//! may hold `Rc` shard state. This is the strongest readiness-based stack in Rust, so uring vs
+//! epoll is an honest comparison.
+
+use std::future::Future;
+use std::io::{self, IoSlice};
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::Elapsed;
+
+/// Most iovecs handed to one `writev`; the kernel's UIO_MAXIOV is 1024.
+const MAX_IOVECS: usize = 64;
+
+/// One shard's tokio runtime.
+pub struct Runtime {
+    rt: tokio::runtime::Runtime,
+    local: tokio::task::LocalSet,
+}
+
+impl Runtime {
+    pub fn new() -> io::Result<Runtime> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        Ok(Runtime {
+            rt,
+            local: tokio::task::LocalSet::new(),
+        })
+    }
+
+    pub fn block_on<F: Future>(&self, fut: F) -> F::Output {
+        self.local.block_on(&self.rt, fut)
+    }
+}
+
+pub fn spawn<F: Future<Output = ()> + 'static>(fut: F) {
+    drop(tokio::task::spawn_local(fut));
+}
+
+pub async fn sleep(dur: Duration) {
+    tokio::time::sleep(dur).await
+}
+
+pub async fn timeout<F: Future>(dur: Duration, fut: F) -> Result<F::Output, Elapsed> {
+    tokio::time::timeout(dur, fut).await.map_err(|_| Elapsed)
+}
+
+/// A TCP or Unix stream registered with epoll.
+pub enum Stream {
+    Tcp(tokio::net::TcpStream),
+    Unix(tokio::net::UnixStream),
+}
+
+impl Stream {
+    pub async fn connect_tcp(addr: SocketAddr) -> io::Result<Stream> {
+        let s = tokio::net::TcpStream::connect(addr).await?;
+        s.set_nodelay(true)?;
+        Ok(Stream::Tcp(s))
+    }
+
+    pub async fn connect_unix(path: &Path) -> io::Result<Stream> {
+        tokio::net::UnixStream::connect(path)
+            .await
+            .map(Stream::Unix)
+    }
+
+    pub fn from_std_unix(s: std::os::unix::net::UnixStream) -> io::Result<Stream> {
+        s.set_nonblocking(true)?;
+        tokio::net::UnixStream::from_std(s).map(Stream::Unix)
+    }
+
+    pub async fn read(&mut self, mut buf: BytesMut) -> (io::Result<usize>, BytesMut) {
+        let res = match self {
+            Stream::Tcp(s) => s.read_buf(&mut buf).await,
+            Stream::Unix(s) => s.read_buf(&mut buf).await,
+        };
+        (res, buf)
+    }
+
+    pub async fn write_all(&mut self, buf: Bytes) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.write_all(&buf).await,
+            Stream::Unix(s) => s.write_all(&buf).await,
+        }
+    }
+
+    pub async fn write_vectored_all(&mut self, mut bufs: Vec<Bytes>) -> io::Result<()> {
+        let mut first = 0;
+        while first < bufs.len() {
+            let n = {
+                let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+                let mut count = 0;
+                for b in bufs[first..]
+                    .iter()
+                    .filter(|b| !b.is_empty())
+                    .take(MAX_IOVECS)
+                {
+                    slices[count] = IoSlice::new(b);
+                    count += 1;
+                }
+                if count == 0 {
+                    return Ok(());
+                }
+                let n = match self {
+                    Stream::Tcp(s) => s.write_vectored(&slices[..count]).await?,
+                    Stream::Unix(s) => s.write_vectored(&slices[..count]).await?,
+                };
+                if n == 0 {
+                    return Err(io::ErrorKind::WriteZero.into());
+                }
+                n
+            };
+            // Advance past what the kernel took; a partial buffer is sliced, never copied.
+            let mut left = n;
+            while left > 0 && first < bufs.len() {
+                let len = bufs[first].len();
+                if left >= len {
+                    left -= len;
+                    first += 1;
+                } else {
+                    bufs[first].advance(left);
+                    left = 0;
+                }
+            }
+            while first < bufs.len() && bufs[first].is_empty() {
+                first += 1;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        match self {
+            Stream::Tcp(s) => s.peer_addr().ok(),
+            Stream::Unix(_) => None,
+        }
+    }
+}
+
+impl AsRawFd for Stream {
+    fn as_raw_fd(&self) -> RawFd {
+        match self {
+            Stream::Tcp(s) => s.as_raw_fd(),
+            Stream::Unix(s) => s.as_raw_fd(),
+        }
+    }
+}
+
+/// A listener registered with epoll.
+pub struct Listener {
+    inner: tokio::net::TcpListener,
+}
+
+impl Listener {
+    pub fn from_std(l: std::net::TcpListener) -> io::Result<Listener> {
+        l.set_nonblocking(true)?;
+        tokio::net::TcpListener::from_std(l).map(|inner| Listener { inner })
+    }
+
+    pub async fn accept(&self) -> io::Result<(Stream, SocketAddr)> {
+        let (s, peer) = self.inner.accept().await?;
+        s.set_nodelay(true)?;
+        Ok((Stream::Tcp(s), peer))
+    }
+
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.inner.local_addr().ok()
+    }
+}

@@ -1,0 +1,248 @@
+//! The io_uring driver: compio's proactor, one ring per shard.
+//!
+//! Ring setup flags are asked for where the kernel has them and dropped one by one where it does
+//! not (DEFER_TASKRUN 6.1, SINGLE_ISSUER 6.0, COOP_TASKRUN/TASKRUN_FLAG 5.19), so the same binary
+//! runs from 5.10 up. compio cancels an operation whose future is dropped; the buffer stays owned
+//! by the driver until the kernel's completion arrives, so a cancelled read can never write into
+//! freed memory.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use compio::BufResult;
+use compio::driver::ProactorBuilder;
+use compio::io::{AsyncReadExt, AsyncWriteExt};
+use futures_util::StreamExt;
+
+use super::Elapsed;
+
+/// Which optional io_uring features the uring driver may use; each is still used only where the
+/// kernel has it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UringOptions {
+    /// Ring size (submission queue entries).
+    pub capacity: u32,
+    /// IORING_SETUP_COOP_TASKRUN + TASKRUN_FLAG (5.19).
+    pub coop_taskrun: bool,
+    /// IORING_SETUP_SINGLE_ISSUER (6.0).
+    pub single_issuer: bool,
+    /// IORING_SETUP_DEFER_TASKRUN (6.1; needs SINGLE_ISSUER).
+    pub defer_taskrun: bool,
+    /// Multishot accept (5.19).
+    pub multishot_accept: bool,
+}
+
+impl Default for UringOptions {
+    fn default() -> Self {
+        UringOptions {
+            capacity: 4096,
+            coop_taskrun: true,
+            single_issuer: true,
+            defer_taskrun: true,
+            multishot_accept: true,
+        }
+    }
+}
+
+/// One shard's compio runtime.
+pub struct Runtime {
+    rt: compio::runtime::Runtime,
+}
+
+impl Runtime {
+    /// Sets up the ring with the best flags this kernel accepts.
+    pub fn new(opts: &UringOptions) -> io::Result<Runtime> {
+        // Fall back flag by flag, newest first: an older kernel answers EINVAL to an unknown flag.
+        let attempts = [
+            (
+                opts.coop_taskrun,
+                opts.single_issuer,
+                opts.defer_taskrun && opts.single_issuer,
+            ),
+            (opts.coop_taskrun, opts.single_issuer, false),
+            (opts.coop_taskrun, false, false),
+            (false, false, false),
+        ];
+        let mut last_err = None;
+        for (coop, single, defer) in attempts {
+            let mut pb = ProactorBuilder::new();
+            pb.capacity(opts.capacity)
+                .coop_taskrun(coop)
+                .taskrun_flag(coop)
+                .single_issuer(single)
+                .defer_taskrun(defer);
+            match compio::runtime::RuntimeBuilder::new()
+                .with_proactor(pb)
+                .build()
+            {
+                Ok(rt) => {
+                    if !rt.driver_type().is_iouring() {
+                        return Err(io::Error::other(
+                            "compio did not select its io_uring driver; io_uring is unavailable",
+                        ));
+                    }
+                    tracing::debug!(coop, single, defer, "io_uring ring set up");
+                    return Ok(Runtime { rt });
+                }
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => last_err = Some(e),
+                Err(e) => return Err(uring_error(e)),
+            }
+        }
+        Err(uring_error(last_err.unwrap_or_else(|| {
+            io::Error::other("no ring setup attempted")
+        })))
+    }
+
+    pub fn block_on<F: Future>(&self, fut: F) -> F::Output {
+        self.rt.block_on(fut)
+    }
+}
+
+/// Wraps a ring setup error so it names io_uring, the errno and the likely cause.
+fn uring_error(e: io::Error) -> io::Error {
+    let cause = match e.raw_os_error() {
+        Some(libc::EPERM) => {
+            "io_uring is blocked: a seccomp profile (Docker's default blocks it) or sysctl kernel.io_uring_disabled"
+        }
+        Some(libc::ENOSYS) => "the kernel has no io_uring, or a seccomp profile answers ENOSYS",
+        Some(libc::ENOMEM) => {
+            "RLIMIT_MEMLOCK is too low for the ring (kernels before 5.12): raise `ulimit -l`"
+        }
+        _ => "see `ringway probe`",
+    };
+    io::Error::new(e.kind(), format!("io_uring setup failed: {e}: {cause}"))
+}
+
+pub fn spawn<F: Future<Output = ()> + 'static>(fut: F) {
+    compio::runtime::spawn(fut).detach();
+}
+
+pub async fn sleep(dur: Duration) {
+    compio::time::sleep(dur).await
+}
+
+pub async fn timeout<F: Future>(dur: Duration, fut: F) -> Result<F::Output, Elapsed> {
+    compio::time::timeout(dur, fut).await.map_err(|_| Elapsed)
+}
+
+/// A TCP or Unix stream on the ring.
+pub enum Stream {
+    Tcp(compio::net::TcpStream),
+    Unix(compio::net::UnixStream),
+}
+
+impl Stream {
+    pub async fn connect_tcp(addr: SocketAddr) -> io::Result<Stream> {
+        let s = compio::net::TcpStream::connect(addr).await?;
+        s.set_nodelay(true)?;
+        Ok(Stream::Tcp(s))
+    }
+
+    pub async fn connect_unix(path: &Path) -> io::Result<Stream> {
+        compio::net::UnixStream::connect(path)
+            .await
+            .map(Stream::Unix)
+    }
+
+    pub fn from_std_unix(s: std::os::unix::net::UnixStream) -> io::Result<Stream> {
+        compio::net::UnixStream::from_std(s).map(Stream::Unix)
+    }
+
+    pub async fn read(&mut self, buf: BytesMut) -> (io::Result<usize>, BytesMut) {
+        // `append` reads into the spare capacity after `len` and advances `len` by what arrived.
+        let BufResult(res, buf) = match self {
+            Stream::Tcp(s) => s.append(buf).await,
+            Stream::Unix(s) => s.append(buf).await,
+        };
+        (res, buf)
+    }
+
+    pub async fn write_all(&mut self, buf: Bytes) -> io::Result<()> {
+        let BufResult(res, _) = match self {
+            Stream::Tcp(s) => s.write_all(buf).await,
+            Stream::Unix(s) => s.write_all(buf).await,
+        };
+        res
+    }
+
+    pub async fn write_vectored_all(&mut self, bufs: Vec<Bytes>) -> io::Result<()> {
+        let BufResult(res, _) = match self {
+            Stream::Tcp(s) => s.write_vectored_all(bufs).await,
+            Stream::Unix(s) => s.write_vectored_all(bufs).await,
+        };
+        res
+    }
+
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        match self {
+            Stream::Tcp(s) => s.peer_addr().ok(),
+            Stream::Unix(_) => None,
+        }
+    }
+}
+
+impl AsRawFd for Stream {
+    fn as_raw_fd(&self) -> RawFd {
+        match self {
+            Stream::Tcp(s) => s.as_raw_fd(),
+            Stream::Unix(s) => s.as_raw_fd(),
+        }
+    }
+}
+
+/// A listener on the ring.
+pub struct Listener {
+    inner: compio::net::TcpListener,
+}
+
+impl Listener {
+    pub fn from_std(l: std::net::TcpListener) -> io::Result<Listener> {
+        compio::net::TcpListener::from_std(l).map(|inner| Listener { inner })
+    }
+
+    pub fn incoming(&self, multishot: bool) -> Incoming<'_> {
+        Incoming {
+            listener: &self.inner,
+            multi: multishot.then(|| self.inner.incoming()),
+        }
+    }
+
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.inner.local_addr().ok()
+    }
+}
+
+/// Accepts on the ring: one multishot accept kept armed, or one-shot accepts.
+pub struct Incoming<'a> {
+    listener: &'a compio::net::TcpListener,
+    multi: Option<compio::net::TcpIncoming<'a>>,
+}
+
+impl Incoming<'_> {
+    pub async fn next(&mut self) -> io::Result<(Stream, Option<SocketAddr>)> {
+        if let Some(multi) = &mut self.multi {
+            match multi.next().await {
+                Some(Ok(s)) => {
+                    s.set_nodelay(true)?;
+                    let peer = s.peer_addr().ok();
+                    return Ok((Stream::Tcp(s), peer));
+                }
+                // A kernel without multishot accept answers EINVAL: use one-shot accepts from now on.
+                Some(Err(e)) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    tracing::info!("multishot accept refused by the kernel; using one-shot accept");
+                    self.multi = None;
+                }
+                Some(Err(e)) => return Err(e),
+                None => self.multi = None,
+            }
+        }
+        let (s, peer) = self.listener.accept().await?;
+        s.set_nodelay(true)?;
+        Ok((Stream::Tcp(s), Some(peer)))
+    }
+}
