@@ -1,0 +1,128 @@
+//! `ringway probe`'s report: gathering every probe result and printing it for a person.
+//!
+//! Printing only; it decides nothing (the `--io auto` decision is [`super::auto_choice`]).
+
+use std::fmt;
+
+use super::{
+    AutoChoice, KernelVersion, UringFeatures, UringUnavailable, choose, io_uring_disabled_sysctl,
+    kernel_release, memlock_limit, uring_features,
+};
+
+/// Everything `ringway probe` prints.
+#[derive(Debug, Clone)]
+pub struct ProbeReport {
+    /// `uname -r`.
+    pub kernel_release: String,
+    /// Parsed `kernel_release`.
+    pub kernel: Option<KernelVersion>,
+    /// The result of [`uring_features`].
+    pub uring: Result<UringFeatures, UringUnavailable>,
+    /// `/proc/sys/kernel/io_uring_disabled` (kernel 6.6+); `None` when absent or unreadable.
+    pub io_uring_disabled_sysctl: Option<u32>,
+    /// RLIMIT_MEMLOCK soft limit in bytes; `None` = unlimited.
+    pub memlock_limit: Option<u64>,
+}
+
+/// Runs every probe once.
+pub fn probe() -> ProbeReport {
+    let kernel_release = kernel_release();
+    ProbeReport {
+        kernel: KernelVersion::parse(&kernel_release),
+        kernel_release,
+        uring: uring_features(),
+        io_uring_disabled_sysctl: io_uring_disabled_sysctl(),
+        memlock_limit: memlock_limit(),
+    }
+}
+
+/// One row of the feature table: name, first mainline kernel, what ringway does with it.
+struct FeatureRow {
+    name: &'static str,
+    since: &'static str,
+    used_for: &'static str,
+    get: fn(&UringFeatures) -> bool,
+}
+
+#[rustfmt::skip]
+const FEATURE_ROWS: &[FeatureRow] = &[
+    FeatureRow { name: "multishot_accept", since: "5.19", used_for: "one accept SQE yields every new connection", get: |f| f.multishot_accept },
+    FeatureRow { name: "buffer_ring", since: "5.19", used_for: "receives into kernel-picked pool buffers", get: |f| f.buffer_ring },
+    FeatureRow { name: "send_zc", since: "6.0", used_for: "zero-copy send of large bodies (planned)", get: |f| f.send_zc },
+    FeatureRow { name: "recv_multishot", since: "6.0", used_for: "not yet (one recv per read today)", get: |f| f.recv_multishot },
+    FeatureRow { name: "coop_taskrun", since: "5.19", used_for: "no IPI per completion: run at next enter", get: |f| f.coop_taskrun },
+    FeatureRow { name: "taskrun_flag", since: "5.19", used_for: "see pending task work without a syscall", get: |f| f.taskrun_flag },
+    FeatureRow { name: "single_issuer", since: "6.0", used_for: "one ring per shard thread: less locking", get: |f| f.single_issuer },
+    FeatureRow { name: "defer_taskrun", since: "6.1", used_for: "completions run only when the shard waits", get: |f| f.defer_taskrun },
+    FeatureRow { name: "ext_arg", since: "5.11", used_for: "wait with a timeout, no timeout SQE", get: |f| f.ext_arg },
+    FeatureRow { name: "fast_poll", since: "5.7", used_for: "socket ops poll in-kernel, no io-wq thread", get: |f| f.fast_poll },
+    FeatureRow { name: "submit_stable", since: "5.5", used_for: "SQE data may be dropped after submit", get: |f| f.submit_stable },
+    FeatureRow { name: "nodrop", since: "5.5", used_for: "no completion lost on CQ overflow", get: |f| f.nodrop },
+    FeatureRow { name: "linked_timeout", since: "5.5", used_for: "per-operation timeouts (required)", get: |f| f.linked_timeout },
+    FeatureRow { name: "accept", since: "5.5", used_for: "accept client connections (required)", get: |f| f.accept },
+    FeatureRow { name: "connect", since: "5.5", used_for: "connect to upstreams (required)", get: |f| f.connect },
+    FeatureRow { name: "send", since: "5.6", used_for: "write to sockets (required)", get: |f| f.send },
+    FeatureRow { name: "recv", since: "5.6", used_for: "read from sockets (required)", get: |f| f.recv },
+    FeatureRow { name: "splice", since: "5.7", used_for: "not yet (bodies go through Bytes)", get: |f| f.splice },
+    FeatureRow { name: "provide_buffers", since: "5.7", used_for: "not used (buffer_ring supersedes it)", get: |f| f.provide_buffers },
+];
+
+impl fmt::Display for ProbeReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.kernel {
+            Some(k) => writeln!(f, "kernel: {} (version {k})", self.kernel_release)?,
+            None => writeln!(f, "kernel: {:?} (version not parsed)", self.kernel_release)?,
+        }
+        match &self.uring {
+            Ok(_) => writeln!(f, "io_uring: available")?,
+            Err(e) => writeln!(f, "io_uring: unavailable ({e})")?,
+        }
+        writeln!(f)?;
+        writeln!(
+            f,
+            "{:<17} {:<7} {:<9}  ringway uses it for",
+            "feature", "kernel", "supported"
+        )?;
+        for row in FEATURE_ROWS {
+            let supported = match &self.uring {
+                Ok(features) if (row.get)(features) => "yes",
+                Ok(_) => "no",
+                Err(_) => "-",
+            };
+            writeln!(
+                f,
+                "{:<17} {:<7} {:<9}  {}",
+                row.name, row.since, supported, row.used_for
+            )?;
+        }
+        writeln!(f)?;
+        match self.io_uring_disabled_sysctl {
+            Some(v) => writeln!(f, "kernel.io_uring_disabled: {v} ({})", sysctl_meaning(v))?,
+            None => writeln!(f, "kernel.io_uring_disabled: absent (kernel < 6.6)")?,
+        }
+        let charged = match self.kernel {
+            Some(k) if k.at_least(5, 12) => {
+                "does not limit rings: kernel >= 5.12 charges the memory cgroup"
+            }
+            Some(_) => "limits rings: kernel < 5.12 charges ring memory to it",
+            None => "limits rings only on kernels < 5.12",
+        };
+        match self.memlock_limit {
+            Some(b) => writeln!(f, "RLIMIT_MEMLOCK: {} KiB; {charged}", b / 1024)?,
+            None => writeln!(f, "RLIMIT_MEMLOCK: unlimited; {charged}")?,
+        }
+        match choose(&self.uring) {
+            AutoChoice::Uring => write!(f, "auto would pick: uring"),
+            AutoChoice::Epoll { reason } => write!(f, "auto would pick: epoll (because {reason})"),
+        }
+    }
+}
+
+fn sysctl_meaning(v: u32) -> &'static str {
+    match v {
+        0 => "enabled for all",
+        1 => "only CAP_SYS_ADMIN or members of kernel.io_uring_group",
+        2 => "disabled for all",
+        _ => "unknown value",
+    }
+}

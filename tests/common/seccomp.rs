@@ -1,0 +1,70 @@
+//! Seccomp helper for integration tests: run a child process in which io_uring is refused, the
+//! way Docker's default seccomp profile refuses it, to test `--io auto`'s fallback and the
+//! `--io uring` error message without a container.
+//!
+//! Depends only on `seccompiler` (dev-dependency) and `libc`. Linux x86_64 and aarch64.
+
+use std::collections::BTreeMap;
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+
+use seccompiler::{BpfProgram, SeccompAction, SeccompFilter, TargetArch};
+
+#[cfg(target_arch = "x86_64")]
+const ARCH: TargetArch = TargetArch::x86_64;
+#[cfg(target_arch = "aarch64")]
+const ARCH: TargetArch = TargetArch::aarch64;
+
+/// The io_uring syscalls a container profile blocks: all three, so a filter that let setup
+/// through would still be caught at enter/register.
+const IO_URING_SYSCALLS: [i64; 3] = [
+    libc::SYS_io_uring_setup,
+    libc::SYS_io_uring_enter,
+    libc::SYS_io_uring_register,
+];
+
+/// Configures `cmd` so the child installs, before exec, a seccomp filter that makes
+/// `io_uring_setup`, `io_uring_enter` and `io_uring_register` fail with `errno` (pass
+/// `libc::EPERM` to mimic Docker's default profile; `libc::ENOSYS` mimics older profiles and
+/// sandboxes); every other syscall is allowed.
+///
+/// The BPF program is compiled here, in the parent; the child only installs it (no allocation
+/// after fork). The filter also sets `no_new_privs` in the child, which is what lets an
+/// unprivileged process install it; it does not otherwise change a test binary's behaviour.
+///
+/// # Panics
+///
+/// If the filter cannot be compiled (a bug, not an environment problem). If the child cannot
+/// install it, `cmd.spawn()` returns that error instead.
+pub fn deny_io_uring(cmd: &mut Command, errno: i32) {
+    let errno = u32::try_from(errno).expect("errno is a positive number");
+    let rules: BTreeMap<i64, Vec<seccompiler::SeccompRule>> = IO_URING_SYSCALLS
+        .iter()
+        .map(|&nr| (nr, Vec::new())) // no conditions: match the syscall unconditionally
+        .collect();
+    let filter = SeccompFilter::new(
+        rules,
+        SeccompAction::Allow,
+        SeccompAction::Errno(errno),
+        ARCH,
+    )
+    .expect("seccomp filter for io_uring compiles");
+    let program: BpfProgram = filter.try_into().expect("seccomp filter converts to BPF");
+
+    // SAFETY: the closure runs in the forked child before exec, where only async-signal-safe work
+    // is allowed (another parent thread may have held the allocator lock at fork). It does none
+    // that is not: `program` was built above, in the parent, and is only borrowed. We checked
+    // `seccompiler::apply_filter` 0.5.0 (src/lib.rs, `apply_filter_with_flags`): it builds a
+    // `sock_fprog` on the stack, then calls `prctl(PR_SET_NO_NEW_PRIVS)` and
+    // `syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog)`; its errors are
+    // `io::Error::last_os_error()` (an `Os` repr, no heap) wrapped in an enum, and we turn them
+    // back into a raw-OS `io::Error`, which does not allocate either.
+    unsafe {
+        cmd.pre_exec(move || {
+            seccompiler::apply_filter(&program).map_err(|e| match e {
+                seccompiler::Error::Prctl(io) | seccompiler::Error::Seccomp(io) => io,
+                _ => std::io::Error::from_raw_os_error(libc::EINVAL),
+            })
+        });
+    }
+}
