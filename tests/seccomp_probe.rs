@@ -5,6 +5,7 @@
 mod common;
 
 use std::process::{Command, Output};
+use std::time::Duration;
 
 use ringway::io::probe::{AutoChoice, auto_choice, uring_features};
 
@@ -27,11 +28,27 @@ fn child_probe() {
     }
 }
 
-fn run_child(deny_errno: Option<i32>) -> String {
+/// Runs only in the child: a compio runtime doing one timed wait, the way every shard does.
+#[test]
+fn child_compio_timed_wait() {
+    if std::env::var_os(CHILD_ENV).is_none() {
+        return;
+    }
+    let runtime = compio::runtime::Runtime::new().expect("compio runtime");
+    runtime.block_on(compio::runtime::time::sleep(Duration::from_millis(10)));
+    println!("CHILD compio=ok");
+}
+
+fn child_command(test: &str) -> Command {
     let exe = std::env::current_exe().expect("current test binary path");
     let mut cmd = Command::new(exe);
-    cmd.args(["--exact", "child_probe", "--nocapture"])
+    cmd.args(["--exact", test, "--nocapture"])
         .env(CHILD_ENV, "1");
+    cmd
+}
+
+fn run_child(deny_errno: Option<i32>) -> String {
+    let mut cmd = child_command("child_probe");
     if let Some(errno) = deny_errno {
         common::seccomp::deny_io_uring(&mut cmd, errno);
     }
@@ -93,4 +110,31 @@ fn control_without_filter_sees_io_uring() {
     let out = run_child(None);
     assert_eq!(line(&out, "CHILD uring="), "ok", "child output:\n{out}");
     assert_eq!(line(&out, "CHILD auto="), "uring", "child output:\n{out}");
+}
+
+/// Why `ext_arg` is in `UringFeatures::missing_required`: compio 0.19 sends every timed wait with
+/// `IORING_ENTER_EXT_ARG`, and a 5.10 kernel (simulated: the filter answers EINVAL as 5.10 does)
+/// makes its runtime panic. If this test starts failing because the child succeeds, compio has
+/// gained a fallback: drop `ext_arg` from the required list and let 5.10 run the uring driver.
+#[test]
+fn compio_needs_enter_ext_arg() {
+    let control = child_command("child_compio_timed_wait")
+        .output()
+        .expect("spawn child");
+    assert!(
+        String::from_utf8_lossy(&control.stdout).contains("CHILD compio=ok"),
+        "control run without the filter should work; stderr:\n{}",
+        String::from_utf8_lossy(&control.stderr)
+    );
+
+    let mut cmd = child_command("child_compio_timed_wait");
+    common::seccomp::deny_enter_ext_arg(&mut cmd);
+    let out = cmd.output().expect("spawn child");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("Invalid argument"),
+        "expected compio to fail with EINVAL without EXT_ARG (5.10 behaviour), got {}\nstdout:\n{}\nstderr:\n{stderr}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout)
+    );
 }

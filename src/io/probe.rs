@@ -145,8 +145,15 @@ pub struct UringFeatures {
 
 impl UringFeatures {
     /// Features the uring driver cannot work without; an empty list means it can run.
+    ///
+    /// `ext_arg` (5.11) is on the list because compio 0.19 passes `IORING_ENTER_EXT_ARG` on every
+    /// wait that has a timeout, zero-timeout drains included (compio-driver `iour::submit_auto`),
+    /// with no fallback. A kernel without it (5.10) answers `EINVAL` and compio's runtime panics
+    /// in `poll_with`. This was reproduced here with a seccomp filter that answers `EINVAL` to
+    /// `io_uring_enter` calls carrying that flag. So on 5.10 `auto` must pick epoll.
     pub fn missing_required(&self) -> Vec<&'static str> {
         [
+            ("ext_arg", self.ext_arg),
             ("accept", self.accept),
             ("connect", self.connect),
             ("send", self.send),
@@ -295,8 +302,8 @@ pub enum AutoChoice {
     Epoll { reason: String },
 }
 
-/// Decides `--io auto`: [`AutoChoice::Uring`] when [`uring_features`] is `Ok` and the required
-/// opcodes (accept, connect, send, recv, link-timeout: all present on 5.10) are there, else
+/// Decides `--io auto`: [`AutoChoice::Uring`] when [`uring_features`] is `Ok` and nothing in
+/// [`UringFeatures::missing_required`] is missing (in practice: kernel 5.11+), else
 /// [`AutoChoice::Epoll`] with the [`UringUnavailable`] Display as the reason.
 pub fn auto_choice() -> AutoChoice {
     choose(&uring_features())
@@ -311,7 +318,7 @@ fn choose(uring: &Result<UringFeatures, UringUnavailable>) -> AutoChoice {
             missing if missing.is_empty() => AutoChoice::Uring,
             missing => AutoChoice::Epoll {
                 reason: format!(
-                    "io_uring lacks operations ringway needs: {} (kernel older than 5.6?)",
+                    "io_uring lacks what ringway's uring driver needs: {} (needs Linux 5.11+)",
                     missing.join(", ")
                 ),
             },

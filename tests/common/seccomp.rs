@@ -4,11 +4,17 @@
 //!
 //! Depends only on `seccompiler` (dev-dependency) and `libc`. Linux x86_64 and aarch64.
 
+// Each integration test compiles `common` on its own and uses only some of these helpers.
+#![allow(dead_code)]
+
 use std::collections::BTreeMap;
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 
-use seccompiler::{BpfProgram, SeccompAction, SeccompFilter, TargetArch};
+use seccompiler::{
+    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
+    SeccompRule, TargetArch,
+};
 
 #[cfg(target_arch = "x86_64")]
 const ARCH: TargetArch = TargetArch::x86_64;
@@ -38,19 +44,44 @@ const IO_URING_SYSCALLS: [i64; 3] = [
 /// install it, `cmd.spawn()` returns that error instead.
 pub fn deny_io_uring(cmd: &mut Command, errno: i32) {
     let errno = u32::try_from(errno).expect("errno is a positive number");
-    let rules: BTreeMap<i64, Vec<seccompiler::SeccompRule>> = IO_URING_SYSCALLS
+    let rules: BTreeMap<i64, Vec<SeccompRule>> = IO_URING_SYSCALLS
         .iter()
         .map(|&nr| (nr, Vec::new())) // no conditions: match the syscall unconditionally
         .collect();
-    let filter = SeccompFilter::new(
-        rules,
-        SeccompAction::Allow,
-        SeccompAction::Errno(errno),
-        ARCH,
-    )
-    .expect("seccomp filter for io_uring compiles");
-    let program: BpfProgram = filter.try_into().expect("seccomp filter converts to BPF");
+    install_before_exec(cmd, rules, SeccompAction::Errno(errno));
+}
 
+/// `IORING_ENTER_EXT_ARG` (include/uapi/linux/io_uring.h), added in Linux 5.11.
+const IORING_ENTER_EXT_ARG: u64 = 1 << 3;
+
+/// Configures `cmd` so that, in the child, `io_uring_enter` calls carrying
+/// `IORING_ENTER_EXT_ARG` fail with `EINVAL`, which is what a 5.10 kernel answers (it knows no
+/// such flag). Everything else, io_uring included, works. This tests behaviour on 5.10 from a
+/// newer kernel.
+pub fn deny_enter_ext_arg(cmd: &mut Command) {
+    // io_uring_enter(fd, to_submit, min_complete, flags, arg, argsz): flags is argument 3.
+    let flags_has_ext_arg = SeccompCondition::new(
+        3,
+        SeccompCmpArgLen::Dword,
+        SeccompCmpOp::MaskedEq(IORING_ENTER_EXT_ARG),
+        IORING_ENTER_EXT_ARG,
+    )
+    .expect("seccomp condition on io_uring_enter flags");
+    let rule = SeccompRule::new(vec![flags_has_ext_arg]).expect("seccomp rule");
+    let rules = BTreeMap::from([(libc::SYS_io_uring_enter, vec![rule])]);
+    install_before_exec(cmd, rules, SeccompAction::Errno(libc::EINVAL as u32));
+}
+
+/// Compiles `rules` (matching syscalls get `on_match`, all others are allowed) in the parent and
+/// makes the child install the program between fork and exec.
+fn install_before_exec(
+    cmd: &mut Command,
+    rules: BTreeMap<i64, Vec<SeccompRule>>,
+    on_match: SeccompAction,
+) {
+    let filter = SeccompFilter::new(rules, SeccompAction::Allow, on_match, ARCH)
+        .expect("seccomp filter compiles");
+    let program: BpfProgram = filter.try_into().expect("seccomp filter converts to BPF");
     // SAFETY: the closure runs in the forked child before exec, where only async-signal-safe work
     // is allowed (another parent thread may have held the allocator lock at fork). It does none
     // that is not: `program` was built above, in the parent, and is only borrowed. We checked

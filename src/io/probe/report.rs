@@ -54,7 +54,7 @@ const FEATURE_ROWS: &[FeatureRow] = &[
     FeatureRow { name: "taskrun_flag", since: "5.19", used_for: "see pending task work without a syscall", get: |f| f.taskrun_flag },
     FeatureRow { name: "single_issuer", since: "6.0", used_for: "one ring per shard thread: less locking", get: |f| f.single_issuer },
     FeatureRow { name: "defer_taskrun", since: "6.1", used_for: "completions run only when the shard waits", get: |f| f.defer_taskrun },
-    FeatureRow { name: "ext_arg", since: "5.11", used_for: "wait with a timeout, no timeout SQE", get: |f| f.ext_arg },
+    FeatureRow { name: "ext_arg", since: "5.11", used_for: "timed waits in compio (required)", get: |f| f.ext_arg },
     FeatureRow { name: "fast_poll", since: "5.7", used_for: "socket ops poll in-kernel, no io-wq thread", get: |f| f.fast_poll },
     FeatureRow { name: "submit_stable", since: "5.5", used_for: "SQE data may be dropped after submit", get: |f| f.submit_stable },
     FeatureRow { name: "nodrop", since: "5.5", used_for: "no completion lost on CQ overflow", get: |f| f.nodrop },

@@ -133,6 +133,32 @@ fn auto_falls_back_with_reason() {
         }
         other => panic!("expected Epoll, got {other:?}"),
     }
+    // A 5.10 kernel: every required opcode, but no IORING_FEAT_EXT_ARG.
+    let kernel_5_10 = UringFeatures {
+        accept: true,
+        connect: true,
+        send: true,
+        recv: true,
+        linked_timeout: true,
+        fast_poll: true,
+        ..UringFeatures::default()
+    };
+    match choose(&Ok(kernel_5_10)) {
+        AutoChoice::Epoll { reason } => {
+            assert!(
+                reason.contains("ext_arg") && reason.contains("5.11"),
+                "{reason}"
+            )
+        }
+        other => panic!("expected Epoll on a kernel without EXT_ARG, got {other:?}"),
+    }
+    match choose(&Ok(UringFeatures {
+        ext_arg: true,
+        ..kernel_5_10
+    })) {
+        AutoChoice::Uring => {}
+        other => panic!("expected Uring with EXT_ARG and the base opcodes, got {other:?}"),
+    }
     match choose(&Ok(UringFeatures::default())) {
         AutoChoice::Epoll { reason } => assert!(reason.contains("accept"), "{reason}"),
         other => panic!("expected Epoll for a ring without opcodes, got {other:?}"),
