@@ -53,8 +53,14 @@ fn toml_error(
 
 /// A validation error: it knows its key; the span comes from the document.
 fn semantic_error(inv: Invalid, doc: &DeTable<'_>, text: &str, file: &str) -> ConfigError {
-    let span = locate::span_of(doc, &inv.path);
-    located(file, text, span, Some(inv.path), inv.message)
+    let (path, span) = match (locate::span_of(doc, &inv.path), inv.or_else) {
+        (None, Some(alt)) => {
+            let span = locate::span_of(doc, &alt);
+            (alt, span)
+        }
+        (span, _) => (inv.path, span),
+    };
+    located(file, text, span, Some(path), inv.message)
 }
 
 fn located(

@@ -522,3 +522,6 @@ impl fmt::Display for IoChoice {
         })
     }
 }
+
+#[cfg(test)]
+mod tests;
