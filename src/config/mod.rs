@@ -524,4 +524,6 @@ impl fmt::Display for IoChoice {
 }
 
 #[cfg(test)]
+mod round_trip;
+#[cfg(test)]
 mod tests;

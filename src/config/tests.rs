@@ -426,6 +426,10 @@ rejects! {
         => 12:1 "route[0].fanout.call[0].retries" "unknown field `retries`";
     unknown_key_in_inline_pool: concat!(up!(), "pool = { max_idel = 1 }\n")
         => 4:10 "upstream[0].pool.max_idel" "unknown field `max_idel`";
+    single_brackets_for_route: concat!(up!(), "[route]\nupstream = \"ads\"\n")
+        => 4:1 "route" "write `[[route]]` (an array of tables), not `[route]`";
+    single_brackets_for_call: concat!(up!(), "[[route]]\n[route.fanout]\n[route.fanout.call]\nname = \"a\"\n")
+        => 6:1 "route[0].fanout.call" "write `[[route.fanout.call]]`";
     wrong_type: "[server]\nshards = \"four\"\n" => 2:10 "server.shards" "invalid type: string";
     wrong_enum: "[server]\nio = \"kqueue\"\n" => 2:6 "server.io" "unknown variant `kqueue`";
     bad_duration: "[timeouts]\nclient_idle = \"10 parsecs\"\n"
