@@ -6,7 +6,7 @@
 //!
 //! Every default lives in the `Default` impls below (one section, values from DESIGN.md). Loading
 //! is two steps: serde deserialises the document (syntax, unknown keys, wrong types, bad durations,
-//! endpoints and addresses are caught here, at the exact value), then [`validate`] checks what one
+//! endpoints and addresses are caught here, at the exact value), then validation checks what one
 //! value alone cannot show (references between upstreams and routes, limits, fan-out rules). Every
 //! error, from either step, names the file, line, column and dotted key (`route[1].fanout.call[0].timeout`).
 
@@ -452,6 +452,11 @@ impl Config {
 
     /// The resolved configuration (every default filled in) as TOML that parses back to an equal
     /// `Config`: what `ringway check` prints.
+    ///
+    /// Values appear as resolved: a `host:port` endpoint as the address it resolved to, a call
+    /// without its own `timeout` with the route's, durations in humantime form (`"1m"` for `"60s"`).
+    /// Integers beyond TOML's `i64` (only possible in a hand-built `Config`) cannot be written; the
+    /// output is then a single comment line saying so.
     pub fn render(&self) -> String {
         render::render(self)
     }
