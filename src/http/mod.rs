@@ -24,6 +24,7 @@ mod error;
 mod framing;
 mod headers;
 mod request;
+mod response;
 mod scan;
 mod target;
 
@@ -33,6 +34,7 @@ pub use error::{ErrorKind, HttpError, Side};
 pub use framing::BodyFraming;
 pub use headers::Headers;
 pub use request::{Method, RequestHead, TargetForm, parse_request_head};
+pub use response::{Interim, ResponseHead, parse_response_head};
 pub use scan::HeadScanner;
 
 pub use bytes::{Bytes, BytesMut};
