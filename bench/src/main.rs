@@ -7,6 +7,8 @@ use clap::{Parser, Subcommand};
 
 use ringway_bench::addr::Addr;
 use ringway_bench::backend::{self, BackendConfig};
+use ringway_bench::load::{self, LoadConfig};
+use ringway_bench::procfs;
 
 #[derive(Parser)]
 #[command(name = "ringway-bench", version, about = "ringway benchmark suite")]
@@ -19,6 +21,56 @@ struct Cli {
 enum Cmd {
     /// Fast HTTP/1.1 keepalive backend answering a fixed body; prints its counters on exit.
     Backend(BackendArgs),
+    /// Keepalive load generator (closed loop, or open loop with --rate), HDR latency histogram.
+    Load(LoadArgs),
+}
+
+#[derive(clap::Args)]
+struct LoadArgs {
+    /// Target URL: http://IP:PORT/path (with --unix, only the path is used).
+    #[arg(long)]
+    url: String,
+    /// Connect to this Unix socket instead of the URL's TCP address.
+    #[arg(long)]
+    unix: Option<std::path::PathBuf>,
+    /// Keepalive connections.
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
+    /// Run length, e.g. 10s, 500ms.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Requests written back to back per connection (closed loop).
+    #[arg(long, default_value_t = 1)]
+    pipeline: usize,
+    /// Open loop: total requests per second, latency from the intended send time.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Worker threads.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Per-response timeout (counted as an error), e.g. 5s.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    timeout: Duration,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Parses `10s`, `500ms`, `2m`, `1.5s`.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
+        Some(i) => (&s[..i], &s[i..]),
+        None => (s, "s"),
+    };
+    let v: f64 = num.parse().map_err(|_| format!("bad duration {s:?}"))?;
+    let secs = match unit {
+        "ms" => v / 1000.0,
+        "s" => v,
+        "m" => v * 60.0,
+        _ => return Err(format!("bad duration unit in {s:?} (use ms, s or m)")),
+    };
+    Duration::try_from_secs_f64(secs).map_err(|e| format!("bad duration {s:?}: {e}"))
 }
 
 #[derive(clap::Args)]
@@ -44,6 +96,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let res = match cli.cmd {
         Cmd::Backend(a) => run_backend(a),
+        Cmd::Load(a) => run_load(a),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,
@@ -68,6 +121,63 @@ fn run_backend(a: BackendArgs) -> anyhow::Result<()> {
     wait_for_signal()?;
     let st = h.stop();
     println!("{}", serde_json::to_string(&st)?);
+    Ok(())
+}
+
+fn run_load(a: LoadArgs) -> anyhow::Result<()> {
+    let (host_port, path) = load::parse_url(&a.url).map_err(anyhow::Error::msg)?;
+    let cpu0 = procfs::rusage(libc::RUSAGE_SELF);
+    let r = load::run(&LoadConfig {
+        host_port,
+        unix: a.unix,
+        path,
+        connections: a.connections,
+        duration: a.duration,
+        pipeline: a.pipeline,
+        rate: a.rate,
+        threads: a.threads,
+        timeout: a.timeout,
+    })?;
+    // Whole-process CPU (all threads, including runtime set-up) per request: the honest cost.
+    let cpu = procfs::rusage(libc::RUSAGE_SELF).saturating_sub(cpu0);
+    let cpu_us = cpu.as_secs_f64() * 1e6 / (r.requests.max(1) as f64);
+    if a.json {
+        let v = serde_json::json!({
+            "requests": r.requests,
+            "errors": r.errors.total(),
+            "error_kinds": r.errors,
+            "elapsed_s": r.elapsed.as_secs_f64(),
+            "rps": r.rps(),
+            "p50_us": r.pct_us(0.5),
+            "p90_us": r.pct_us(0.9),
+            "p99_us": r.pct_us(0.99),
+            "p999_us": r.pct_us(0.999),
+            "max_us": r.hist.max() as f64 / 1000.0,
+            "loadgen_cpu_us_per_req": cpu_us,
+        });
+        println!("{v}");
+    } else {
+        println!(
+            "requests {}  errors {} (non-2xx {}, connect {}, io {}, timeout {})  elapsed {:.2}s",
+            r.requests,
+            r.errors.total(),
+            r.errors.non_2xx,
+            r.errors.connect,
+            r.errors.io,
+            r.errors.timeout,
+            r.elapsed.as_secs_f64()
+        );
+        println!("req/s {:.0}", r.rps());
+        println!(
+            "latency us: p50 {:.1}  p90 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}",
+            r.pct_us(0.5),
+            r.pct_us(0.9),
+            r.pct_us(0.99),
+            r.pct_us(0.999),
+            r.hist.max() as f64 / 1000.0
+        );
+        println!("load generator CPU: {cpu_us:.2} us/request (utime+stime of this process)");
+    }
     Ok(())
 }
 

@@ -48,13 +48,39 @@ fn toml_error(
         (Some(doc), Some(span)) => locate::path_at(doc, span.start),
         _ => None,
     };
-    located(file, text, span, key, e.message().trim_end().to_owned())
+    let mut message = e.message().trim_end().to_owned();
+    if message.starts_with("invalid type: map, expected a sequence")
+        && let Some(table) = key.as_ref().and_then(array_of_tables)
+    {
+        message.push_str(&format!(
+            "; write `[[{table}]]` (an array of tables), not `[{table}]`"
+        ));
+    }
+    located(file, text, span, key, message)
+}
+
+/// The header of the array of tables at `key`, if `key` is one (`[[upstream]]`, `[[route]]`,
+/// `[[route.fanout.call]]`): writing `[route]` for `[[route]]` is the classic slip.
+fn array_of_tables(key: &KeyPath) -> Option<&'static str> {
+    let key = key.to_string();
+    match key.as_str() {
+        "upstream" => Some("upstream"),
+        "route" => Some("route"),
+        k if k.starts_with("route[") && k.ends_with("].fanout.call") => Some("route.fanout.call"),
+        _ => None,
+    }
 }
 
 /// A validation error: it knows its key; the span comes from the document.
 fn semantic_error(inv: Invalid, doc: &DeTable<'_>, text: &str, file: &str) -> ConfigError {
-    let span = locate::span_of(doc, &inv.path);
-    located(file, text, span, Some(inv.path), inv.message)
+    let (path, span) = match (locate::span_of(doc, &inv.path), inv.or_else) {
+        (None, Some(alt)) => {
+            let span = locate::span_of(doc, &alt);
+            (alt, span)
+        }
+        (span, _) => (inv.path, span),
+    };
+    located(file, text, span, Some(path), inv.message)
 }
 
 fn located(

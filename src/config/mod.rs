@@ -4,20 +4,21 @@
 //! turns it into plain data ([`Config`]), and can print that data back ([`Config::render`], what
 //! `ringway check` shows). It never opens sockets, spawns threads or touches the request path.
 //!
-//! Every default lives in the `Default` impls below (one section, values from DESIGN.md). Loading
+//! Every default lives in `defaults.rs` (the `Default` impls, values from DESIGN.md). Loading
 //! is two steps: serde deserialises the document (syntax, unknown keys, wrong types, bad durations,
-//! endpoints and addresses are caught here, at the exact value), then [`validate`] checks what one
+//! endpoints and addresses are caught here, at the exact value), then validation checks what one
 //! value alone cannot show (references between upstreams and routes, limits, fan-out rules). Every
 //! error, from either step, names the file, line, column and dotted key (`route[1].fanout.call[0].timeout`).
 
 mod de;
+mod defaults;
 mod load;
 mod locate;
 mod render;
 mod validate;
 
 use std::fmt;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
@@ -296,140 +297,6 @@ pub struct CallConfig {
     pub forward_headers: Vec<String>,
 }
 
-// ---------------------------------------------------------------------------------------------
-// Defaults: every default value of the configuration lives in this section (DESIGN.md's values).
-// ---------------------------------------------------------------------------------------------
-
-impl Default for ServerConfig {
-    fn default() -> Self {
-        ServerConfig {
-            listen: vec![SocketAddr::V4(SocketAddrV4::new(
-                Ipv4Addr::UNSPECIFIED,
-                8080,
-            ))],
-            shards: 0,
-            io: IoChoice::Auto,
-            pin_cpus: true,
-            backlog: 4096,
-        }
-    }
-}
-
-impl Default for AdminConfig {
-    fn default() -> Self {
-        AdminConfig {
-            listen: Some(SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9901))),
-        }
-    }
-}
-
-impl Default for LimitsConfig {
-    fn default() -> Self {
-        LimitsConfig {
-            max_head_bytes: 16 * 1024,
-            max_headers: 100,
-            max_body_bytes: 10 * 1024 * 1024,
-            max_connections: 20_000,
-        }
-    }
-}
-
-impl Default for TimeoutsConfig {
-    fn default() -> Self {
-        TimeoutsConfig {
-            client_header: Duration::from_secs(10),
-            client_idle: Duration::from_secs(60),
-            upstream_connect: Duration::from_secs(1),
-            upstream_response: Duration::from_secs(15),
-            drain: Duration::from_secs(10),
-            drain_grace: Duration::ZERO,
-        }
-    }
-}
-
-impl Default for IoUringConfig {
-    fn default() -> Self {
-        IoUringConfig {
-            multishot_accept: true,
-            buffer_ring: true,
-            defer_taskrun: true,
-            coop_taskrun: true,
-            single_issuer: true,
-            sqpoll: false,
-        }
-    }
-}
-
-impl Default for PoolConfig {
-    fn default() -> Self {
-        PoolConfig {
-            max_idle: 64,
-            idle_timeout: Duration::from_secs(30),
-            max_connections: 256,
-            queue_timeout: Duration::from_secs(1),
-            max_waiters: 1024,
-        }
-    }
-}
-
-impl Default for HealthConfig {
-    fn default() -> Self {
-        HealthConfig {
-            fail_threshold: 3,
-            eject_for: Duration::from_secs(10),
-        }
-    }
-}
-
-impl Default for RouteConfig {
-    /// A route matching everything, proxying to an (undefined) upstream named `""`: a base for
-    /// struct-update syntax, not a valid route by itself.
-    fn default() -> Self {
-        RouteConfig {
-            host: None,
-            path_prefix: "/".to_owned(),
-            methods: None,
-            action: RouteAction::Proxy {
-                upstream: String::new(),
-            },
-        }
-    }
-}
-
-impl Default for FanoutConfig {
-    fn default() -> Self {
-        FanoutConfig {
-            timeout: Duration::from_secs(1),
-            calls: Vec::new(),
-        }
-    }
-}
-
-impl Default for CallConfig {
-    /// The defaults of the optional keys of a call (`required`, `timeout`, `forward_headers`).
-    /// `timeout` here is the default route timeout; a call in a file defaults to its own route's.
-    fn default() -> Self {
-        CallConfig {
-            name: String::new(),
-            upstream: String::new(),
-            path: "/".to_owned(),
-            required: false,
-            timeout: FanoutConfig::default().timeout,
-            forward_headers: [
-                "accept",
-                "accept-language",
-                "authorization",
-                "cookie",
-                "x-request-id",
-            ]
-            .map(str::to_owned)
-            .to_vec(),
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-
 impl Config {
     /// Reads, parses and validates the configuration file at `path`.
     ///
@@ -452,6 +319,11 @@ impl Config {
 
     /// The resolved configuration (every default filled in) as TOML that parses back to an equal
     /// `Config`: what `ringway check` prints.
+    ///
+    /// Values appear as resolved: a `host:port` endpoint as the address it resolved to, a call
+    /// without its own `timeout` with the route's, durations in humantime form (`"1m"` for `"60s"`).
+    /// Integers beyond TOML's `i64` (only possible in a hand-built `Config`) cannot be written; the
+    /// output is then a single comment line saying so.
     pub fn render(&self) -> String {
         render::render(self)
     }
@@ -522,3 +394,8 @@ impl fmt::Display for IoChoice {
         })
     }
 }
+
+#[cfg(test)]
+mod round_trip;
+#[cfg(test)]
+mod tests;

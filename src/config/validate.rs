@@ -6,6 +6,7 @@
 //! layers compare without case folding on the request path.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use toml::de::DeTable;
@@ -18,6 +19,8 @@ use super::{Config, FanoutConfig, RouteAction, RouteConfig, UpstreamConfig};
 pub(super) struct Invalid {
     pub(super) path: KeyPath,
     pub(super) message: String,
+    /// Where to point instead when the file does not spell out `path` (it took its default).
+    pub(super) or_else: Option<KeyPath>,
 }
 
 type Check = Result<(), Invalid>;
@@ -26,6 +29,7 @@ fn fail(path: KeyPath, message: impl Into<String>) -> Check {
     Err(Invalid {
         path,
         message: message.into(),
+        or_else: None,
     })
 }
 
@@ -106,12 +110,16 @@ pub(super) fn validate(c: &Config) -> Check {
         }
     }
     if let Some(admin) = c.admin.listen
-        && c.server.listen.contains(&admin)
+        && let Some(i) = c.server.listen.iter().position(|a| overlaps(*a, admin))
     {
-        return fail(
-            root.key("admin").key("listen"),
-            format!("`{admin}` is also in server.listen; the admin listener needs its own address"),
-        );
+        return Err(Invalid {
+            path: root.key("admin").key("listen"),
+            message: format!(
+                "`{admin}` overlaps server.listen `{}`; the admin listener needs its own port",
+                c.server.listen[i]
+            ),
+            or_else: Some(server.key("listen").index(i)),
+        });
     }
 
     let limits = root.key("limits");
@@ -334,6 +342,12 @@ fn defined(at: KeyPath, upstream: &str, c: &Config) -> Check {
         at,
         format!("no `[[upstream]]` is named `{upstream}` ({known})"),
     )
+}
+
+/// Whether binding both addresses would collide: same port and the same or a wildcard address
+/// (on Linux `[::]` also takes IPv4 unless `bindv6only` is set).
+fn overlaps(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() == b.port() && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
 }
 
 fn positive(at: KeyPath, d: Duration) -> Check {
