@@ -29,6 +29,9 @@ mod scan;
 mod target;
 mod write;
 
+#[cfg(test)]
+mod proptests;
+
 pub use body::{BodyDecoder, ChunkedEncoder, LAST_CHUNK, encode_chunk};
 pub use chunked::{ALLOWED_TRAILERS, MAX_CHUNK_EXT_BYTES, MAX_TRAILER_BYTES};
 pub use error::{ErrorKind, HttpError, Side};
