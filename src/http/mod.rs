@@ -17,25 +17,35 @@
 //!
 //! Errors are final: after any [`HttpError`] the connection the bytes came from must be closed.
 
-#![allow(dead_code)] // TEMP: response / body / write modules land in the next commits
 mod body;
 mod chunked;
 mod error;
 mod framing;
 mod headers;
+mod hop;
 mod request;
 mod response;
 mod scan;
 mod target;
+mod write;
+
+#[cfg(test)]
+mod proptests;
 
 pub use body::{BodyDecoder, ChunkedEncoder, LAST_CHUNK, encode_chunk};
 pub use chunked::{ALLOWED_TRAILERS, MAX_CHUNK_EXT_BYTES, MAX_TRAILER_BYTES};
 pub use error::{ErrorKind, HttpError, Side};
 pub use framing::BodyFraming;
 pub use headers::Headers;
+pub use hop::is_hop_by_hop;
 pub use request::{Method, RequestHead, TargetForm, parse_request_head};
 pub use response::{Interim, ResponseHead, parse_response_head};
 pub use scan::HeadScanner;
+
+pub use write::{
+    BodyMode, ConnAfter, Forwarded, HeadWriter, ResponseForward, write_forward_request_head,
+    write_forward_response_head,
+};
 
 pub use bytes::{Bytes, BytesMut};
 

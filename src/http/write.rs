@@ -1,0 +1,373 @@
+//! Serialising outgoing heads into a reusable buffer: the rewritten head is the one copy the
+//! gateway makes of a message, and it is written without `format!` or temporary strings.
+//!
+//! [`write_forward_request_head`] and [`write_forward_response_head`] apply the forwarding rules
+//! (RFC 9110 §7.6): hop-by-hop fields and those named in Connection are dropped, framing fields
+//! are re-emitted for the framing actually used, X-Forwarded-For / X-Forwarded-Proto / Via are
+//! added. [`HeadWriter`] is the building block for heads ringway makes itself (fan-out).
+
+use std::fmt::Write as _;
+use std::net::IpAddr;
+
+use bytes::{BufMut, BytesMut};
+
+use super::framing::BodyFraming;
+use super::headers::{HeaderRange, list};
+use super::hop::drop_when_forwarding;
+use super::request::{RequestHead, TargetForm};
+use super::response::ResponseHead;
+use super::{Method, Version};
+
+/// Writes a head piece by piece into a buffer. The caller supplies valid tokens and values
+/// (fields copied from a parsed head are); values must not contain CR or LF.
+#[derive(Debug)]
+pub struct HeadWriter<'a> {
+    out: &'a mut BytesMut,
+}
+
+impl<'a> HeadWriter<'a> {
+    /// A writer appending to `out`.
+    pub fn new(out: &'a mut BytesMut) -> Self {
+        Self { out }
+    }
+
+    /// `METHOD path[?query] HTTP/1.1` CRLF: ringway always speaks HTTP/1.1 to backends.
+    pub fn request_line(&mut self, method: &[u8], path: &[u8], query: Option<&[u8]>) -> &mut Self {
+        self.out.put_slice(method);
+        self.out.put_u8(b' ');
+        self.out.put_slice(path);
+        if let Some(q) = query {
+            self.out.put_u8(b'?');
+            self.out.put_slice(q);
+        }
+        self.out.put_slice(b" HTTP/1.1\r\n");
+        self
+    }
+
+    /// `HTTP/1.x code reason` CRLF.
+    pub fn status_line(&mut self, version: Version, code: u16, reason: &[u8]) -> &mut Self {
+        self.out.put_slice(version.as_bytes());
+        self.out.put_u8(b' ');
+        put_u64(self.out, u64::from(code));
+        self.out.put_u8(b' ');
+        self.out.put_slice(reason);
+        self.out.put_slice(b"\r\n");
+        self
+    }
+
+    /// `name: value` CRLF.
+    pub fn header(&mut self, name: &[u8], value: &[u8]) -> &mut Self {
+        debug_assert!(
+            !value.iter().any(|&b| b == b'\r' || b == b'\n'),
+            "CR/LF in a field value"
+        );
+        self.out.put_slice(name);
+        self.out.put_slice(b": ");
+        self.out.put_slice(value);
+        self.out.put_slice(b"\r\n");
+        self
+    }
+
+    /// `name: n` CRLF, the number written in decimal without allocating.
+    pub fn header_u64(&mut self, name: &[u8], n: u64) -> &mut Self {
+        self.out.put_slice(name);
+        self.out.put_slice(b": ");
+        put_u64(self.out, n);
+        self.out.put_slice(b"\r\n");
+        self
+    }
+
+    /// The empty line ending the head.
+    pub fn end(&mut self) {
+        self.out.put_slice(b"\r\n");
+    }
+
+    fn raw(&mut self, bytes: &[u8]) -> &mut Self {
+        self.out.put_slice(bytes);
+        self
+    }
+}
+
+/// Appends `n` in decimal.
+fn put_u64(out: &mut BytesMut, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.put_slice(&digits[i..]);
+}
+
+/// What the gateway adds when forwarding a request to a backend.
+#[derive(Debug, Clone, Copy)]
+pub struct Forwarded<'a> {
+    /// The client's address, appended to X-Forwarded-For.
+    pub client_ip: IpAddr,
+    /// The scheme the client used, sent as X-Forwarded-Proto (`"http"`).
+    pub proto: &'static str,
+    /// Host to send when the request carries none (HTTP/1.0 without Host, or an empty Host):
+    /// usually the upstream's name. HTTP/1.1 requires a Host (RFC 9112 §3.2).
+    pub default_host: &'a [u8],
+    /// The gateway answered `100 Continue` itself, so Expect is not forwarded (RFC 9110 §10.1.1).
+    pub answered_continue: bool,
+    /// The client's Upgrade is being tunnelled: keep Upgrade and send `Connection: upgrade`.
+    pub tunnel: bool,
+}
+
+impl<'a> Forwarded<'a> {
+    /// Plain HTTP from `client_ip`, nothing answered, no tunnel.
+    pub fn new(client_ip: IpAddr, default_host: &'a [u8]) -> Self {
+        Self {
+            client_ip,
+            proto: "http",
+            default_host,
+            answered_continue: false,
+            tunnel: false,
+        }
+    }
+}
+
+/// Writes the head to send to a backend for a client's request into `out`.
+///
+/// - Request line in origin-form (an absolute-form target is reduced to path and query; the
+///   authority becomes Host, RFC 9112 §3.2.2), always `HTTP/1.1`.
+/// - Host first: the request's host, else `fwd.default_host`.
+/// - Dropped: hop-by-hop fields (Connection, Keep-Alive, Proxy-Connection, TE,
+///   Transfer-Encoding, Upgrade unless `fwd.tunnel`), every field named in Connection, Expect
+///   when `fwd.answered_continue`; the client's X-Forwarded-Proto.
+/// - Re-emitted framing: `Content-Length: n` or `Transfer-Encoding: chunked` (the client's
+///   codings kept when there is more than chunked); the body is forwarded as read.
+/// - Added: X-Forwarded-For (client values merged, then `fwd.client_ip`), X-Forwarded-Proto,
+///   Via (`1.1 ringway`, or `1.0 ringway` for an HTTP/1.0 client: RFC 9110 §7.6.3 names the
+///   received protocol), appended to the client's Via.
+/// - Never `Connection: close`: backend connections are pooled.
+pub fn write_forward_request_head(out: &mut BytesMut, head: &RequestHead, fwd: &Forwarded<'_>) {
+    let bytes = head.as_bytes();
+    let ranges = head.ranges();
+    let facts = &head.facts;
+    let mut w = HeadWriter::new(out);
+    match head.target_form() {
+        TargetForm::Absolute => w.request_line(head.method_bytes(), head.path(), head.query()),
+        _ => w.request_line(head.method_bytes(), head.target(), None),
+    };
+    w.header(b"host", head.host().unwrap_or(fwd.default_host));
+    let tunnel = fwd.tunnel && head.upgrade().is_some();
+    for r in ranges {
+        let (name, value) = (r.name.get(bytes), r.value.get(bytes));
+        let ours = [
+            &b"host"[..],
+            b"content-length",
+            b"x-forwarded-for",
+            b"x-forwarded-proto",
+            b"via",
+        ];
+        if ours.iter().any(|n| name.eq_ignore_ascii_case(n))
+            || (fwd.answered_continue && name.eq_ignore_ascii_case(b"expect"))
+            || drop_when_forwarding(name, bytes, ranges, facts.conn_other, tunnel)
+        {
+            continue;
+        }
+        w.header(name, value);
+    }
+    write_framing(
+        &mut w,
+        head.framing(),
+        bytes,
+        ranges,
+        facts.transfer_encoding.is_some_and(|t| !t.only_chunked()),
+    );
+    w.raw(b"x-forwarded-for: ");
+    join_values(&mut w, bytes, ranges, b"x-forwarded-for");
+    let _ = write!(w.out, "{}", fwd.client_ip);
+    w.raw(b"\r\n")
+        .header(b"x-forwarded-proto", fwd.proto.as_bytes());
+    write_via(&mut w, bytes, ranges, head.version());
+    if tunnel {
+        w.header(b"connection", b"upgrade");
+    }
+    w.end();
+}
+
+/// Content-Length or Transfer-Encoding for a body forwarded as read.
+fn write_framing(
+    w: &mut HeadWriter<'_>,
+    framing: BodyFraming,
+    bytes: &[u8],
+    ranges: &[HeaderRange],
+    keep_codings: bool,
+) {
+    match framing {
+        BodyFraming::ContentLength(n) => {
+            w.header_u64(b"content-length", n);
+        }
+        BodyFraming::Chunked if keep_codings => write_codings(w, bytes, ranges),
+        BodyFraming::Chunked => {
+            w.header(b"transfer-encoding", b"chunked");
+        }
+        BodyFraming::Empty | BodyFraming::UntilClose => {}
+    }
+}
+
+/// Writes every element of every `name` field, each followed by `", "`.
+fn join_values(w: &mut HeadWriter<'_>, bytes: &[u8], ranges: &[HeaderRange], name: &[u8]) {
+    for r in ranges
+        .iter()
+        .filter(|r| r.name.get(bytes).eq_ignore_ascii_case(name))
+    {
+        for element in list(r.value.get(bytes)) {
+            w.raw(element).raw(b", ");
+        }
+    }
+}
+
+/// `transfer-encoding: <every coding the message listed>` CRLF.
+fn write_codings(w: &mut HeadWriter<'_>, bytes: &[u8], ranges: &[HeaderRange]) {
+    w.raw(b"transfer-encoding: ");
+    join_values(w, bytes, ranges, b"transfer-encoding");
+    if w.out.ends_with(b", ") {
+        w.out.truncate(w.out.len() - 2);
+    }
+    w.raw(b"\r\n");
+}
+
+/// `via: <received Via elements>, 1.x ringway` (RFC 9110 §7.6.3).
+fn write_via(w: &mut HeadWriter<'_>, bytes: &[u8], ranges: &[HeaderRange], received: Version) {
+    w.raw(b"via: ");
+    join_values(w, bytes, ranges, b"via");
+    w.raw(match received {
+        Version::Http10 => b"1.0 ringway\r\n",
+        Version::Http11 => b"1.1 ringway\r\n",
+    });
+}
+
+/// What the client side of the gateway does after a head is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnAfter {
+    /// The connection stays open for the next request.
+    KeepAlive,
+    /// Close the connection once the response is sent (its end may be marked by the close).
+    Close,
+}
+
+/// How the response body goes to the client after [`write_forward_response_head`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyMode {
+    /// No body follows the head.
+    None,
+    /// Forward [`BodyDecoder::next_raw`](super::BodyDecoder::next_raw) pieces unchanged.
+    Raw,
+    /// Forward [`BodyDecoder::next_data`](super::BodyDecoder::next_data) pieces: a chunked body
+    /// to an HTTP/1.0 client, which never gets chunked; the close marks the end.
+    Decoded,
+}
+
+/// The decisions [`write_forward_response_head`] made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResponseForward {
+    /// How to send the body.
+    pub body: BodyMode,
+    /// Whether the client connection stays open afterwards.
+    pub client_conn: ConnAfter,
+}
+
+/// Writes the head to send to the client for a backend's response into `out`.
+///
+/// `client_version` is the client's request version, `keep_alive` whether the gateway wants to
+/// keep the client connection (the request's [`keep_alive`](RequestHead::keep_alive) and no reason
+/// to close). The status line is `HTTP/1.1` (RFC 9110 §2.5: a server sends its own version).
+///
+/// - Dropped: hop-by-hop fields (Upgrade kept for a 101), fields named in Connection,
+///   Content-Length and Transfer-Encoding (re-emitted below).
+/// - Framing: `Content-Length: n`; chunked stays chunked for HTTP/1.1 clients; an HTTP/1.0 client
+///   never gets chunked: the body is de-chunked ([`BodyMode::Decoded`]) and ends at close; an
+///   until-close body ends at close too. HEAD and 304 responses keep their Content-Length.
+/// - Connection: `close` when the client connection will close, `keep-alive` for an HTTP/1.0
+///   client that keeps it, `upgrade` for a 101. No Connection field on other 1xx.
+/// - Via: `1.x ringway` (the backend's version) appended.
+pub fn write_forward_response_head(
+    out: &mut BytesMut,
+    head: &ResponseHead,
+    client_version: Version,
+    keep_alive: bool,
+) -> ResponseForward {
+    let bytes = head.as_bytes();
+    let ranges = head.ranges();
+    let facts = &head.facts;
+    let status = head.status();
+    let switching = status == 101;
+    let chunked_ok = client_version == Version::Http11;
+    let (body, length_known) = match head.framing() {
+        BodyFraming::Empty => (BodyMode::None, true),
+        BodyFraming::ContentLength(_) => (BodyMode::Raw, true),
+        BodyFraming::Chunked if chunked_ok => (BodyMode::Raw, true),
+        BodyFraming::Chunked => (BodyMode::Decoded, false),
+        BodyFraming::UntilClose => (BodyMode::Raw, false),
+    };
+    let tunnel =
+        switching || (head.request_method() == Method::Connect && (200..300).contains(&status));
+    let client_conn = if keep_alive && length_known && !tunnel {
+        ConnAfter::KeepAlive
+    } else {
+        ConnAfter::Close
+    };
+
+    let mut w = HeadWriter::new(out);
+    w.status_line(Version::Http11, status, head.reason());
+    for r in ranges {
+        let (name, value) = (r.name.get(bytes), r.value.get(bytes));
+        if name.eq_ignore_ascii_case(b"content-length")
+            || name.eq_ignore_ascii_case(b"via")
+            || drop_when_forwarding(name, bytes, ranges, facts.conn_other, switching)
+        {
+            continue;
+        }
+        w.header(name, value);
+    }
+    let te = facts.transfer_encoding;
+    match head.framing() {
+        BodyFraming::Empty => {
+            // RFC 9110 §8.6: a HEAD or 304 response may carry the representation's length.
+            if (status == 304 || head.request_method() == Method::Head)
+                && let Some(n) = facts.content_length
+            {
+                w.header_u64(b"content-length", n);
+            }
+        }
+        BodyFraming::Chunked if !chunked_ok => {}
+        framing => {
+            // An until-close body with codings other than chunked is forwarded coded as it is;
+            // a 1.1 client needs the codings to read it.
+            let keep = te.is_some_and(|t| !t.only_chunked()) && chunked_ok;
+            if framing == BodyFraming::UntilClose && keep {
+                write_codings(&mut w, bytes, ranges);
+            } else {
+                write_framing(&mut w, framing, bytes, ranges, keep);
+            }
+        }
+    }
+    if switching {
+        w.header(b"connection", b"upgrade");
+    } else if !head.is_informational() {
+        match (client_conn, client_version) {
+            (ConnAfter::Close, _) => {
+                w.header(b"connection", b"close");
+            }
+            (ConnAfter::KeepAlive, Version::Http10) => {
+                w.header(b"connection", b"keep-alive");
+            }
+            (ConnAfter::KeepAlive, Version::Http11) => {}
+        }
+    }
+    write_via(&mut w, bytes, ranges, head.version());
+    w.end();
+    ResponseForward { body, client_conn }
+}
+
+#[cfg(test)]
+#[path = "write_tests.rs"]
+mod tests;
