@@ -1,10 +1,20 @@
 //! ringway: an HTTP/1.1 gateway for Linux, thread-per-core, on io_uring or epoll.
 //!
 //! Layers, top to bottom (dependencies point down only):
-//! `conn` → `router`, `proxy`, `fanout` → `upstream` → `io`. `http` is a pure codec with no I/O;
-//! `config` is data. Code above `io` never names compio, tokio or io_uring.
+//! `server`/`shard` → `conn` → `router`, `proxy`, `fanout` → `upstream` → `io`. `http` is a pure
+//! codec with no I/O; `config` is data. Code above `io` never names compio, tokio or io_uring.
 
+pub mod admin;
 pub mod config;
+pub mod conn;
+pub mod demo;
+pub mod fanout;
+pub mod gateway;
 pub mod http;
 pub mod io;
+pub mod metrics;
+pub mod proxy;
+pub mod router;
+pub mod server;
+pub mod shard;
 pub mod upstream;

@@ -257,6 +257,26 @@ impl Stream {
         }
     }
 
+    /// True if the peer has closed or reset the connection (a pending FIN or error), checked
+    /// without consuming any byte; pipelined bytes waiting to be read do not count as closed.
+    pub fn peer_closed(&self) -> bool {
+        let mut byte = 0u8;
+        // SAFETY: as in `is_quiet`: a valid 1-byte buffer, an open fd, MSG_PEEK consumes nothing.
+        let n = unsafe {
+            libc::recv(
+                self.as_raw_fd(),
+                (&mut byte as *mut u8).cast(),
+                1,
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        };
+        if n < 0 {
+            io::Error::last_os_error().kind() != io::ErrorKind::WouldBlock
+        } else {
+            n == 0
+        }
+    }
+
     /// The peer's TCP address (None for Unix sockets).
     pub fn peer_addr(&self) -> Option<SocketAddr> {
         match self {
@@ -382,6 +402,8 @@ impl Listener {
 }
 
 /// Accepted connections of one [`Listener`].
+// One per listener per shard, living in the accept loop's frame: boxing would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Incoming<'a> {
     /// io_uring accepts (multishot or one-shot).
     Uring(uring::Incoming<'a>),

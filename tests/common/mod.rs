@@ -1,1 +1,7 @@
+//! Shared helpers for integration tests.
+
+#![allow(dead_code)]
+
+pub mod backend;
+pub mod gateway;
 pub mod seccomp;

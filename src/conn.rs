@@ -1,0 +1,301 @@
+//! The client connection loop: read a head, route it, hand it to the proxy or the fan-out, repeat.
+//!
+//! Keepalive (HTTP/1.1 by default, HTTP/1.0 when asked), pipelining (requests are served one after
+//! another from the same buffer, so answers go out strictly in order), the `client_header`
+//! deadline for a whole head (408 + close), the `client_idle` keepalive timeout (silent close), and
+//! the gateway's own error responses (DESIGN.md "Errors the gateway itself sends").
+//!
+//! This module never copies a body: it hands the read buffer to `proxy`/`fanout`, which split
+//! bodies off it.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use futures_util::future::{Either, select};
+
+use crate::gateway::Gateway;
+use crate::http::{self, HeadScanner, HttpError, Limits, RequestHead, Status};
+use crate::io::{self, Stream};
+use crate::router::RouteKind;
+use crate::shard::Shard;
+
+/// Initial size of a connection's read buffer; grows only when a head or body needs more.
+pub const READ_BUF_INITIAL: usize = 4096;
+
+/// What happens to the client connection after a response (the codec's decision type).
+pub use crate::http::ConnAfter;
+
+/// One client connection: its stream, read buffer and address.
+pub struct Client {
+    /// The client's stream.
+    pub stream: Stream,
+    /// Bytes read from the client and not consumed yet (body, pipelined requests).
+    pub buf: BytesMut,
+    /// The client's IP (X-Forwarded-For); 0.0.0.0 if unknown.
+    pub ip: IpAddr,
+    /// The shard serving it.
+    pub shard: Rc<Shard>,
+    /// Scratch buffer for outgoing heads; reused across requests.
+    pub scratch: BytesMut,
+}
+
+impl Client {
+    /// Reads more bytes from the client into `buf`. Returns the count (0 = EOF).
+    ///
+    /// # Errors
+    /// The I/O error.
+    pub async fn read_more(&mut self) -> std::io::Result<usize> {
+        if self.buf.capacity() - self.buf.len() < 1024 {
+            self.buf.reserve(READ_BUF_INITIAL.max(self.buf.len()));
+        }
+        let buf = std::mem::take(&mut self.buf);
+        let (res, buf) = self.stream.read(buf).await;
+        self.buf = buf;
+        res
+    }
+
+    /// Takes the scratch buffer's contents as `Bytes` (the buffer's spare capacity is kept for
+    /// the next head once the written `Bytes` is dropped).
+    pub fn take_scratch(&mut self) -> Bytes {
+        self.scratch.split().freeze()
+    }
+
+    /// Sends a gateway-made error response: a small JSON body `{"error":"<code>"[,"upstream":"<name>"]}`.
+    ///
+    /// # Errors
+    /// The write error (the connection is then closed by the caller anyway).
+    pub async fn send_error(
+        &mut self,
+        status: u16,
+        code: &str,
+        upstream: Option<&str>,
+        after: ConnAfter,
+        extra_headers: &[(&str, &str)],
+    ) -> std::io::Result<()> {
+        let mut body = BytesMut::with_capacity(64);
+        body.put_slice(b"{\"error\":\"");
+        body.put_slice(code.as_bytes());
+        body.put_slice(b"\"");
+        if let Some(u) = upstream {
+            body.put_slice(b",\"upstream\":\"");
+            body.put_slice(u.as_bytes());
+            body.put_slice(b"\"");
+        }
+        body.put_slice(b"}\n");
+        let out = &mut self.scratch;
+        out.clear();
+        out.put_slice(b"HTTP/1.1 ");
+        put_u64(out, u64::from(status));
+        out.put_u8(b' ');
+        out.put_slice(reason_phrase(status).as_bytes());
+        out.put_slice(b"\r\nContent-Type: application/json\r\nContent-Length: ");
+        put_u64(out, body.len() as u64);
+        for (name, value) in extra_headers {
+            out.put_slice(b"\r\n");
+            out.put_slice(name.as_bytes());
+            out.put_slice(b": ");
+            out.put_slice(value.as_bytes());
+        }
+        if after == ConnAfter::Close {
+            out.put_slice(b"\r\nConnection: close");
+        }
+        out.put_slice(b"\r\n\r\n");
+        let head = self.take_scratch();
+        self.stream
+            .write_vectored_all(vec![head, body.freeze()])
+            .await
+    }
+}
+
+/// Appends the decimal form of `n` (no allocation).
+pub fn put_u64(out: &mut BytesMut, n: u64) {
+    let mut tmp = [0u8; 20];
+    let mut i = tmp.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        tmp[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.put_slice(&tmp[i..]);
+}
+
+/// The reason phrase ringway sends for its own statuses.
+pub fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        100 => "Continue",
+        200 => "OK",
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        413 => "Content Too Large",
+        414 => "URI Too Long",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        505 => "HTTP Version Not Supported",
+        _ => "Unknown",
+    }
+}
+
+/// How reading the next head ended without a head.
+enum NoHead {
+    /// Peer closed, idle timeout, or drain while idle: close silently.
+    Quiet,
+    /// Bytes arrived but not a whole head within `client_header`: 408.
+    Timeout,
+    /// The bytes are not a valid head: answer the error's status.
+    Invalid(HttpError),
+}
+
+/// Serves one client connection until it closes.
+pub async fn serve(shard: Rc<Shard>, stream: Stream, peer: Option<SocketAddr>) {
+    let mut client = Client {
+        stream,
+        buf: BytesMut::new(),
+        ip: peer.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |p| p.ip()),
+        shard,
+        scratch: BytesMut::new(),
+    };
+    let mut scanner = HeadScanner::new();
+    let mut first = true;
+    loop {
+        let gw = client.shard.gateway();
+        let head = match read_head(&mut client, &gw, &mut scanner, first).await {
+            Ok(h) => h,
+            Err(NoHead::Quiet) => return,
+            Err(NoHead::Timeout) => {
+                let _ = client
+                    .send_error(408, "request_timeout", None, ConnAfter::Close, &[])
+                    .await;
+                return;
+            }
+            Err(NoHead::Invalid(e)) => {
+                let status = e.status();
+                let _ = client
+                    .send_error(status, e.reason(), None, ConnAfter::Close, &[])
+                    .await;
+                client.shard.metrics.request("", status, Duration::ZERO);
+                return;
+            }
+        };
+        first = false;
+        scanner.reset();
+        let started = Instant::now();
+        let (label, status, after) = dispatch(&mut client, &gw, head).await;
+        client
+            .shard
+            .metrics
+            .request(label.unwrap_or(""), status, started.elapsed());
+        if after == ConnAfter::Close {
+            return;
+        }
+    }
+}
+
+/// Routes one request and runs it. Returns the route label, the status sent, and what next.
+async fn dispatch<'g>(
+    client: &mut Client,
+    gw: &'g Gateway,
+    head: RequestHead,
+) -> (Option<&'g str>, u16, ConnAfter) {
+    let Some(route) = gw
+        .router
+        .route(head.host(), head.path(), head.method_bytes())
+    else {
+        // The request body (if any) is not read: close unless there is none.
+        let after = if head.keep_alive()
+            && matches!(head.framing(), http::BodyFraming::Empty)
+            && !client.shard.is_draining()
+        {
+            ConnAfter::KeepAlive
+        } else {
+            ConnAfter::Close
+        };
+        let after = match client.send_error(404, "no_route", None, after, &[]).await {
+            Ok(()) => after,
+            Err(_) => ConnAfter::Close,
+        };
+        return (None, 404, after);
+    };
+    let label = Some(route.label.as_str());
+    let (status, after) = match route.kind {
+        RouteKind::Proxy { upstream } => {
+            crate::proxy::forward(client, gw, &gw.upstreams[upstream], head).await
+        }
+        RouteKind::Fanout { plan } => {
+            crate::fanout::serve(client, gw, route, &gw.fanouts[plan], head).await
+        }
+    };
+    (label, status, after)
+}
+
+/// Reads until one whole request head is buffered, then parses it off the buffer.
+///
+/// Deadlines: before the first byte of a head, `client_idle` on a kept-alive connection (silent
+/// close) or `client_header` on a fresh one; once a byte arrived, the whole head must be in
+/// within `client_header` of it (else 408). While waiting for the first byte, a drain closes the
+/// connection.
+async fn read_head(
+    client: &mut Client,
+    gw: &Gateway,
+    scanner: &mut HeadScanner,
+    first: bool,
+) -> Result<RequestHead, NoHead> {
+    let limits = Limits {
+        max_head_bytes: gw.config.limits.max_head_bytes,
+        max_headers: gw.config.limits.max_headers,
+    };
+    let t = &gw.config.timeouts;
+    let mut head_deadline: Option<Instant> = None;
+    loop {
+        if !client.buf.is_empty() {
+            match http::parse_request_head(&mut client.buf, scanner, &limits) {
+                Ok(Status::Complete(h)) => return Ok(h),
+                Ok(Status::Partial) => {}
+                Err(e) => return Err(NoHead::Invalid(e)),
+            }
+            if head_deadline.is_none() {
+                head_deadline = Some(Instant::now() + t.client_header);
+            }
+        }
+        let read = match head_deadline {
+            Some(deadline) => match io::timeout_at(deadline, client.read_more()).await {
+                Ok(r) => r,
+                Err(_) => return Err(NoHead::Timeout),
+            },
+            None => {
+                if client.shard.is_draining() {
+                    return Err(NoHead::Quiet);
+                }
+                let idle = if first {
+                    t.client_header
+                } else {
+                    t.client_idle
+                };
+                let drain = client.shard.draining.wait();
+                let wait = io::timeout(idle, client.read_more());
+                match select(Box::pin(wait), Box::pin(drain)).await {
+                    Either::Left((Ok(r), _)) => r,
+                    Either::Left((Err(_), _)) | Either::Right(_) => return Err(NoHead::Quiet),
+                }
+            }
+        };
+        match read {
+            Ok(0) | Err(_) => {
+                // EOF or reset: a partial head is abandoned silently (nobody to answer).
+                return Err(NoHead::Quiet);
+            }
+            Ok(_) => {}
+        }
+    }
+}

@@ -1,0 +1,97 @@
+//! The live routing state of one shard: config, router, upstream groups with their pools, and
+//! fan-out plans. Replaced whole on reload; a request holds the `Rc<Gateway>` it started with, so
+//! a reload never changes a request mid-flight.
+
+use std::rc::Rc;
+use std::sync::Arc;
+
+use crate::config::{Config, RouteAction};
+use crate::fanout::FanoutPlan;
+use crate::router::{Route, Router};
+use crate::upstream::UpstreamGroup;
+use crate::upstream::pool::Pool;
+
+/// One shard's view of one config generation.
+pub struct Gateway {
+    /// The config this gateway was built from.
+    pub config: Arc<Config>,
+    /// Ordered routes.
+    pub router: Router,
+    /// Upstream groups, in config order (routes refer to them by index).
+    pub upstreams: Vec<UpstreamGroup>,
+    /// Fan-out plans (fan-out routes refer to them by index).
+    pub fanouts: Vec<FanoutPlan>,
+}
+
+impl Gateway {
+    /// Builds the gateway for `config`. Pools of `old` whose endpoint and settings are unchanged
+    /// are kept (with their warm connections); the others are closed when their last request ends.
+    pub fn build(config: Arc<Config>, old: Option<&Gateway>) -> Gateway {
+        let seed = std::process::id() as u64 ^ (Rc::as_ptr(&Rc::new(0u8)) as u64);
+        let upstreams: Vec<UpstreamGroup> = config
+            .upstreams
+            .iter()
+            .enumerate()
+            .map(|(ui, u)| {
+                UpstreamGroup::new(
+                    u,
+                    |i| {
+                        let ep = &u.endpoints[i];
+                        old.and_then(|g| g.find_pool(ep, &u.pool, config.timeouts.upstream_connect))
+                            .unwrap_or_else(|| {
+                                Pool::new(
+                                    ep.clone(),
+                                    u.pool.clone(),
+                                    config.timeouts.upstream_connect,
+                                )
+                            })
+                    },
+                    seed.wrapping_add((ui as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)),
+                )
+            })
+            .collect();
+        let upstream_index = |name: &str| config.upstreams.iter().position(|u| u.name == name);
+        let mut fanouts = Vec::new();
+        let mut routes = Vec::with_capacity(config.routes.len());
+        for (i, rc) in config.routes.iter().enumerate() {
+            let plan = fanouts.len();
+            if let RouteAction::Fanout(f) = &rc.action {
+                // Validation guarantees every call names a defined upstream.
+                if let Some(p) = FanoutPlan::new(f, upstream_index) {
+                    fanouts.push(p);
+                }
+            }
+            if let Some(r) = Route::new(i, rc, upstream_index, plan) {
+                routes.push(r);
+            }
+        }
+        Gateway {
+            router: Router::new(routes),
+            upstreams,
+            fanouts,
+            config,
+        }
+    }
+
+    fn find_pool(
+        &self,
+        ep: &crate::upstream::Endpoint,
+        cfg: &crate::config::PoolConfig,
+        connect_timeout: std::time::Duration,
+    ) -> Option<Rc<Pool>> {
+        self.upstreams
+            .iter()
+            .flat_map(|g| g.members())
+            .find(|m| m.pool.same_settings(ep, cfg, connect_timeout))
+            .map(|m| m.pool.clone())
+    }
+
+    /// Closes idle connections past their time, in every pool.
+    pub fn sweep(&self) {
+        for g in &self.upstreams {
+            for m in g.members() {
+                m.pool.sweep();
+            }
+        }
+    }
+}

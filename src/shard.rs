@@ -1,0 +1,560 @@
+//! Shards: N named threads (`ringway-shard-N`), each pinned to one CPU, each with its own event
+//! loop, its own `SO_REUSEPORT` listeners, pools and metrics.
+//!
+//! Shards share nothing mutable on the request path. The only cross-thread traffic is
+//! [`Command`]s sent at start-up, reload, scrape and shutdown: a command goes into the shard's
+//! `mpsc` queue and one byte on its control socketpair wakes the shard's control task (a socket,
+//! so both drivers wait on it the same way).
+
+use std::cell::{Cell, RefCell};
+use std::io::{self, Write};
+use std::net::SocketAddr;
+use std::os::unix::net::UnixStream as StdUnixStream;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use futures_util::future::{Either, select};
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::config::Config;
+use crate::gateway::Gateway;
+use crate::io::{self as rio, Driver, Listener, LocalEvent, Runtime, Stream, UringOptions};
+use crate::metrics::{ShardMetrics, ShardSnapshot};
+
+/// A message from the main thread to one shard.
+pub enum Command {
+    /// Stop accepting, let in-flight requests finish, close idle connections, then stop.
+    Drain,
+    /// Send a copy of the shard's counters.
+    Scrape(mpsc::Sender<ShardSnapshot>),
+    /// Apply a new, already validated config to new requests; reply with the outcome.
+    Reload(Arc<Config>, mpsc::Sender<Result<(), String>>),
+}
+
+/// Everything one shard owns. Lives in an `Rc` on the shard's thread; never shared across threads.
+pub struct Shard {
+    /// Shard index, 0-based.
+    pub id: usize,
+    /// The driver this shard runs.
+    pub driver: Driver,
+    /// The live config, routes and pools; replaced whole on reload, in-flight requests keep theirs.
+    gateway: RefCell<Rc<Gateway>>,
+    /// This shard's counters.
+    pub metrics: ShardMetrics,
+    /// Set when the shard starts draining.
+    pub draining: LocalEvent,
+    /// Open client connections on this shard.
+    open_conns: Cell<usize>,
+    /// This shard's share of `limits.max_connections`.
+    conn_limit: usize,
+    /// Set when a connection closes while the accept loop waits below the limit.
+    below_limit: RefCell<Option<LocalEvent>>,
+}
+
+impl Shard {
+    /// The gateway (routes, upstream pools, config) for a request starting now.
+    pub fn gateway(&self) -> Rc<Gateway> {
+        self.gateway.borrow().clone()
+    }
+
+    /// Whether the shard is draining (responses then say `Connection: close`).
+    pub fn is_draining(&self) -> bool {
+        self.draining.is_set()
+    }
+
+    /// Number of open client connections on this shard.
+    pub fn open_connections(&self) -> usize {
+        self.open_conns.get()
+    }
+
+    fn conn_opened(&self) {
+        self.open_conns.set(self.open_conns.get() + 1);
+        self.metrics.conn_opened();
+    }
+
+    fn conn_closed(&self) {
+        self.open_conns.set(self.open_conns.get().saturating_sub(1));
+        self.metrics.conn_closed();
+        if let Some(ev) = self.below_limit.borrow_mut().take() {
+            ev.set();
+        }
+    }
+}
+
+/// A started set of shards, driven from the main thread.
+pub struct ShardSet {
+    shards: Vec<ShardHandle>,
+    /// The driver every shard runs.
+    pub driver: Driver,
+    /// The bound listen addresses (port 0 resolved).
+    pub listen: Vec<SocketAddr>,
+}
+
+struct ShardHandle {
+    thread: Option<thread::JoinHandle<()>>,
+    ctl: StdUnixStream,
+    commands: mpsc::Sender<Command>,
+}
+
+/// Why the shards could not start; each message says what to fix.
+#[derive(Debug)]
+pub struct StartError(pub String);
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// How many shards `shards = 0` means: one per CPU this process may run on.
+pub fn default_shard_count() -> usize {
+    thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// The CPUs this process may run on, in order (for pinning shard i to the i-th of them).
+fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: `set` is a plain bitmask struct, zero-initialised, of the size passed; the call only
+    // writes into it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return Vec::new();
+        }
+        (0..libc::CPU_SETSIZE as usize)
+            .filter(|&c| libc::CPU_ISSET(c, &set))
+            .collect()
+    }
+}
+
+/// Pins the calling thread to `cpu`.
+fn pin_current_thread(cpu: usize) -> io::Result<()> {
+    // SAFETY: `set` is zero-initialised and only touched through the libc CPU_* helpers; the
+    // syscall reads it for the calling thread (pid 0).
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Binds one `SO_REUSEPORT` listening socket.
+fn bind_listener(addr: SocketAddr, backlog: u32) -> io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.bind(&addr.into())?;
+    socket.listen(backlog.min(i32::MAX as u32) as i32)?;
+    Ok(socket.into())
+}
+
+/// Binds every shard's listeners. Port 0 is resolved by the first shard's socket so all shards
+/// share one port.
+fn bind_all(
+    listen: &[SocketAddr],
+    shards: usize,
+    backlog: u32,
+) -> Result<(Vec<Vec<std::net::TcpListener>>, Vec<SocketAddr>), StartError> {
+    let mut resolved = Vec::with_capacity(listen.len());
+    let mut per_shard: Vec<Vec<std::net::TcpListener>> = (0..shards).map(|_| Vec::new()).collect();
+    for &addr in listen {
+        let mut actual = addr;
+        for (i, slot) in per_shard.iter_mut().enumerate() {
+            let l = bind_listener(actual, backlog).map_err(|e| {
+                let hint = match e.kind() {
+                    io::ErrorKind::AddrInUse => {
+                        " (another process listens there without SO_REUSEPORT, or an old ringway still runs; pick another [server] listen address)"
+                    }
+                    io::ErrorKind::PermissionDenied => {
+                        " (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
+                    }
+                    io::ErrorKind::AddrNotAvailable => {
+                        " (that address is not on any local interface)"
+                    }
+                    _ => "",
+                };
+                StartError(format!("cannot listen on {actual}: {e}{hint}"))
+            })?;
+            if i == 0 {
+                actual = l
+                    .local_addr()
+                    .map_err(|e| StartError(format!("listener on {addr}: {e}")))?;
+                resolved.push(actual);
+            }
+            slot.push(l);
+        }
+    }
+    Ok((per_shard, resolved))
+}
+
+/// Starts `shards` threads on `driver` serving `config`.
+///
+/// Returns once every shard has bound its listeners and built its event loop.
+///
+/// # Errors
+/// A listener that cannot bind, or a shard whose runtime cannot be built (io_uring refused):
+/// the message says what to fix.
+pub fn start(config: Arc<Config>, driver: Driver, shards: usize) -> Result<ShardSet, StartError> {
+    let shards = if shards == 0 {
+        default_shard_count()
+    } else {
+        shards
+    };
+    let (listeners, resolved) = bind_all(&config.server.listen, shards, config.server.backlog)?;
+    let cpus = allowed_cpus();
+    // compio passes setup flags straight to io_uring_setup, so ask only for what the kernel has
+    // (the probe really tries each flag) and what the config allows.
+    let feats = match driver {
+        Driver::Uring => crate::io::probe::uring_features().ok(),
+        Driver::Epoll => None,
+    };
+    let has = |f: fn(&crate::io::probe::UringFeatures) -> bool| feats.as_ref().is_some_and(f);
+    let uring_opts = UringOptions {
+        coop_taskrun: config.io_uring.coop_taskrun && has(|f| f.coop_taskrun && f.taskrun_flag),
+        single_issuer: config.io_uring.single_issuer && has(|f| f.single_issuer),
+        defer_taskrun: config.io_uring.defer_taskrun && has(|f| f.defer_taskrun),
+        multishot_accept: config.io_uring.multishot_accept && has(|f| f.multishot_accept),
+        ..UringOptions::default()
+    };
+    if driver == Driver::Uring {
+        tracing::info!(
+            coop_taskrun = uring_opts.coop_taskrun,
+            single_issuer = uring_opts.single_issuer,
+            defer_taskrun = uring_opts.defer_taskrun,
+            multishot_accept = uring_opts.multishot_accept,
+            "io_uring features in use"
+        );
+    }
+    let conn_limit = config.limits.max_connections.div_ceil(shards).max(1);
+
+    let (ready_tx, ready_rx) = mpsc::channel::<Result<usize, String>>();
+    let mut handles = Vec::with_capacity(shards);
+    for (id, shard_listeners) in listeners.into_iter().enumerate() {
+        let (ctl_main, ctl_shard) = StdUnixStream::pair()
+            .map_err(|e| StartError(format!("control socketpair for shard {id}: {e}")))?;
+        let (cmd_tx, cmd_rx) = mpsc::channel::<Command>();
+        let cpu = (config.server.pin_cpus && !cpus.is_empty()).then(|| cpus[id % cpus.len()]);
+        let config = config.clone();
+        let ready_tx = ready_tx.clone();
+        let uring_opts = uring_opts.clone();
+        let thread = thread::Builder::new()
+            .name(format!("ringway-shard-{id}"))
+            .spawn(move || {
+                if let Some(cpu) = cpu {
+                    // Best effort: a container may forbid affinity changes; the shard still runs.
+                    if let Err(e) = pin_current_thread(cpu) {
+                        tracing::warn!(shard = id, cpu, "could not pin shard to its CPU: {e}");
+                    }
+                }
+                let rt = match Runtime::new(driver, &uring_opts) {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(format!("shard {id}: {e}")));
+                        return;
+                    }
+                };
+                let multishot_accept = uring_opts.multishot_accept;
+                rt.block_on(run_shard(
+                    id,
+                    multishot_accept,
+                    driver,
+                    config,
+                    conn_limit,
+                    shard_listeners,
+                    ctl_shard,
+                    cmd_rx,
+                    ready_tx,
+                ));
+            })
+            .map_err(|e| StartError(format!("cannot start shard thread {id}: {e}")))?;
+        handles.push(ShardHandle {
+            thread: Some(thread),
+            ctl: ctl_main,
+            commands: cmd_tx,
+        });
+    }
+    drop(ready_tx);
+    for _ in 0..shards {
+        match ready_rx.recv() {
+            Ok(Ok(_)) => {}
+            Ok(Err(msg)) => return Err(StartError(msg)),
+            Err(_) => return Err(StartError("a shard thread exited during start-up".into())),
+        }
+    }
+    Ok(ShardSet {
+        shards: handles,
+        driver,
+        listen: resolved,
+    })
+}
+
+impl ShardSet {
+    /// Number of shards.
+    pub fn len(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// Whether there are no shards (never true for a started set).
+    pub fn is_empty(&self) -> bool {
+        self.shards.is_empty()
+    }
+
+    /// Sends `make(i)` to shard `i`, for every shard.
+    pub fn broadcast(&mut self, mut make: impl FnMut(usize) -> Command) {
+        for (i, s) in self.shards.iter_mut().enumerate() {
+            if s.commands.send(make(i)).is_ok() {
+                // One byte wakes the control task; if the socket buffer is full the shard already
+                // has wake-ups pending, so a failed write loses nothing.
+                let _ = s.ctl.write(&[1]);
+            }
+        }
+    }
+
+    /// A handle the admin thread uses to scrape and reload without owning the threads.
+    pub fn controller(&self) -> Result<Controller, StartError> {
+        let mut shards = Vec::with_capacity(self.shards.len());
+        for s in &self.shards {
+            let ctl = s
+                .ctl
+                .try_clone()
+                .map_err(|e| StartError(format!("control socket: {e}")))?;
+            shards.push((ctl, s.commands.clone()));
+        }
+        Ok(Controller { shards })
+    }
+
+    /// Tells every shard to drain, then waits up to `deadline` for their threads to finish.
+    ///
+    /// Returns the number of shards that did not finish in time.
+    pub fn drain_and_join(mut self, deadline: Instant) -> usize {
+        self.broadcast(|_| Command::Drain);
+        let mut late = 0;
+        for s in &mut self.shards {
+            let Some(t) = s.thread.take() else { continue };
+            // Bounded wait: poll `is_finished` rather than block past the deadline.
+            while !t.is_finished() && Instant::now() < deadline {
+                thread::sleep(Duration::from_millis(5));
+            }
+            if t.is_finished() {
+                let _ = t.join();
+            } else {
+                late += 1;
+            }
+        }
+        late
+    }
+}
+
+/// Sends commands to shards from another thread (the admin listener, the signal loop).
+#[derive(Debug)]
+pub struct Controller {
+    shards: Vec<(StdUnixStream, mpsc::Sender<Command>)>,
+}
+
+impl Controller {
+    /// Number of shards.
+    pub fn len(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// Whether there are no shards.
+    pub fn is_empty(&self) -> bool {
+        self.shards.is_empty()
+    }
+
+    /// Sends `make(i)` to shard `i`, for every shard.
+    pub fn broadcast(&self, mut make: impl FnMut(usize) -> Command) {
+        for (i, (ctl, tx)) in self.shards.iter().enumerate() {
+            if tx.send(make(i)).is_ok() {
+                let _ = (&*ctl).write(&[1]);
+            }
+        }
+    }
+
+    /// Gathers every shard's counters, waiting at most `limit` per shard.
+    pub fn scrape(&self, limit: Duration) -> Vec<ShardSnapshot> {
+        let (tx, rx) = mpsc::channel();
+        self.broadcast(|_| Command::Scrape(tx.clone()));
+        drop(tx);
+        let deadline = Instant::now() + limit;
+        let mut out = Vec::with_capacity(self.shards.len());
+        while out.len() < self.shards.len() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(s) => out.push(s),
+                Err(_) => break,
+            }
+        }
+        out.sort_by_key(|s| s.shard);
+        out
+    }
+
+    /// Applies `config` on every shard; returns one result per shard that answered in `limit`.
+    pub fn reload(&self, config: Arc<Config>, limit: Duration) -> Vec<Result<(), String>> {
+        let (tx, rx) = mpsc::channel();
+        self.broadcast(|_| Command::Reload(config.clone(), tx.clone()));
+        drop(tx);
+        let deadline = Instant::now() + limit;
+        let mut out = Vec::with_capacity(self.shards.len());
+        while out.len() < self.shards.len() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(r) => out.push(r),
+                Err(_) => {
+                    out.push(Err("a shard did not answer in time".into()));
+                    break;
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The body of one shard thread.
+#[allow(clippy::too_many_arguments)]
+async fn run_shard(
+    id: usize,
+    multishot_accept: bool,
+    driver: Driver,
+    config: Arc<Config>,
+    conn_limit: usize,
+    std_listeners: Vec<std::net::TcpListener>,
+    ctl: StdUnixStream,
+    commands: mpsc::Receiver<Command>,
+    ready: mpsc::Sender<Result<usize, String>>,
+) {
+    let setup = (|| -> Result<(Vec<Listener>, Stream, Gateway), String> {
+        let mut listeners = Vec::with_capacity(std_listeners.len());
+        for l in std_listeners {
+            listeners
+                .push(Listener::from_std(l).map_err(|e| format!("shard {id}: listener: {e}"))?);
+        }
+        let ctl = Stream::from_std_unix(ctl).map_err(|e| format!("shard {id}: control: {e}"))?;
+        let gateway = Gateway::build(config.clone(), None);
+        Ok((listeners, ctl, gateway))
+    })();
+    let (listeners, ctl, gateway) = match setup {
+        Ok(v) => v,
+        Err(msg) => {
+            let _ = ready.send(Err(msg));
+            return;
+        }
+    };
+    let shard = Rc::new(Shard {
+        id,
+        driver,
+        gateway: RefCell::new(Rc::new(gateway)),
+        metrics: ShardMetrics::new(id),
+        draining: LocalEvent::new(),
+        open_conns: Cell::new(0),
+        conn_limit,
+        below_limit: RefCell::new(None),
+    });
+    let _ = ready.send(Ok(id));
+    drop(ready);
+
+    rio::spawn(control_loop(shard.clone(), ctl, commands));
+    let multishot = multishot_accept;
+    let accept_loops: Vec<_> = listeners
+        .into_iter()
+        .map(|l| Box::pin(accept_loop(shard.clone(), l, multishot)))
+        .collect();
+    futures_util::future::join_all(accept_loops).await;
+
+    // Draining: the listeners are closed; wait for open connections to finish, bounded by the
+    // drain timeout (the main thread also stops waiting then).
+    let deadline = Instant::now() + config.timeouts.drain;
+    while shard.open_connections() > 0 && Instant::now() < deadline {
+        rio::sleep(Duration::from_millis(10)).await;
+    }
+    if shard.open_connections() > 0 {
+        tracing::warn!(
+            shard = id,
+            open = shard.open_connections(),
+            "drain timeout passed with connections still open; closing them"
+        );
+    }
+}
+
+/// Accepts connections until the shard drains.
+async fn accept_loop(shard: Rc<Shard>, listener: Listener, multishot: bool) {
+    let mut incoming = listener.incoming(multishot);
+    loop {
+        if shard.open_conns.get() >= shard.conn_limit {
+            // Over the limit: wait for a close instead of accepting (no busy loop).
+            let ev = LocalEvent::new();
+            *shard.below_limit.borrow_mut() = Some(ev.clone());
+            match select(Box::pin(ev.wait()), Box::pin(shard.draining.wait())).await {
+                Either::Left(_) => continue,
+                Either::Right(_) => return,
+            }
+        }
+        let accepted =
+            match select(Box::pin(incoming.next()), Box::pin(shard.draining.wait())).await {
+                Either::Left((r, _)) => r,
+                Either::Right(_) => return,
+            };
+        match accepted {
+            Ok((stream, peer)) => {
+                shard.metrics.accepted();
+                shard.conn_opened();
+                let shard = shard.clone();
+                rio::spawn(async move {
+                    crate::conn::serve(shard.clone(), stream, peer).await;
+                    shard.conn_closed();
+                });
+            }
+            Err(e) => {
+                // EMFILE/ENFILE/ENOBUFS: back off so a persistent error never spins the CPU;
+                // established connections keep being served meanwhile.
+                tracing::warn!(shard = shard.id, "accept failed: {e}; retrying in 50ms");
+                rio::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Applies commands from the main thread; woken by a byte on the control socket.
+async fn control_loop(shard: Rc<Shard>, mut ctl: Stream, commands: mpsc::Receiver<Command>) {
+    let mut buf = BytesMut::with_capacity(64);
+    loop {
+        buf.clear();
+        let (res, b) = ctl.read(buf).await;
+        buf = b;
+        let closed = !matches!(res, Ok(n) if n > 0);
+        while let Ok(cmd) = commands.try_recv() {
+            match cmd {
+                Command::Drain => {
+                    tracing::info!(shard = shard.id, "draining");
+                    shard.draining.set();
+                }
+                Command::Scrape(reply) => {
+                    let gw = shard.gateway();
+                    let _ = reply.send(shard.metrics.snapshot(&gw, shard.open_connections()));
+                }
+                Command::Reload(config, reply) => {
+                    let old = shard.gateway();
+                    let new = Gateway::build(config, Some(&old));
+                    *shard.gateway.borrow_mut() = Rc::new(new);
+                    let _ = reply.send(Ok(()));
+                }
+            }
+        }
+        if closed {
+            // The main thread is gone: drain so the process can finish.
+            shard.draining.set();
+            return;
+        }
+    }
+}

@@ -1,0 +1,360 @@
+//! A per-shard keepalive pool for one endpoint: a LIFO stack of idle connections, a cap on open
+//! connections, and a bounded FIFO of requests waiting for a slot.
+//!
+//! Shard-local (`Rc`, `Cell`, `RefCell`): no locks. A checked-out [`PooledConn`] holds a `Weak`
+//! to its pool and returns itself on drop only when the request marked it reusable; anything else
+//! (an error, a timeout, a truncated body) closes it, so a connection with unread bytes is never
+//! reused.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::fmt;
+use std::io;
+use std::rc::{Rc, Weak};
+use std::time::{Duration, Instant};
+
+use crate::config::PoolConfig;
+use crate::io::{self as rio, LocalEvent, Stream};
+use crate::upstream::Endpoint;
+
+/// Why no connection could be had.
+#[derive(Debug)]
+pub enum CheckoutError {
+    /// Connecting failed (refused, unreachable, reset): the endpoint's fault.
+    Connect(io::Error),
+    /// Connecting took longer than `upstream_connect`.
+    ConnectTimeout,
+    /// All `max_connections` were busy for `queue_timeout`, or the wait queue was full.
+    Exhausted,
+}
+
+impl fmt::Display for CheckoutError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CheckoutError::Connect(e) => write!(f, "connect failed: {e}"),
+            CheckoutError::ConnectTimeout => f.write_str("connect timed out"),
+            CheckoutError::Exhausted => f.write_str("connection pool exhausted"),
+        }
+    }
+}
+
+struct Idle {
+    stream: Stream,
+    /// When this idle connection must be closed: pool `idle_timeout`, or earlier if the backend
+    /// said `Keep-Alive: timeout=N`.
+    expires: Instant,
+}
+
+struct Waiter {
+    ready: LocalEvent,
+    /// Set when the waiter gave up (queue timeout, client gone): a wake-up must go to the next one.
+    abandoned: Cell<bool>,
+}
+
+/// The pool of one endpoint on one shard.
+pub struct Pool {
+    endpoint: Endpoint,
+    cfg: PoolConfig,
+    connect_timeout: Duration,
+    idle: RefCell<Vec<Idle>>,
+    /// Open connections: idle + checked out + being connected.
+    open: Cell<usize>,
+    waiters: RefCell<VecDeque<Rc<Waiter>>>,
+    opened_total: Cell<u64>,
+}
+
+impl fmt::Debug for Pool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pool")
+            .field("endpoint", &self.endpoint)
+            .field("open", &self.open.get())
+            .field("idle", &self.idle.borrow().len())
+            .finish()
+    }
+}
+
+impl Pool {
+    /// An empty pool for `endpoint`.
+    pub fn new(endpoint: Endpoint, cfg: PoolConfig, connect_timeout: Duration) -> Rc<Pool> {
+        Rc::new(Pool {
+            endpoint,
+            cfg,
+            connect_timeout,
+            idle: RefCell::new(Vec::new()),
+            open: Cell::new(0),
+            waiters: RefCell::new(VecDeque::new()),
+            opened_total: Cell::new(0),
+        })
+    }
+
+    /// The endpoint this pool connects to.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    /// The pool's settings.
+    pub fn config(&self) -> &PoolConfig {
+        &self.cfg
+    }
+
+    /// Whether this pool can serve `cfg` for `endpoint` unchanged (reload keeps such pools).
+    pub fn same_settings(
+        &self,
+        endpoint: &Endpoint,
+        cfg: &PoolConfig,
+        connect_timeout: Duration,
+    ) -> bool {
+        &self.endpoint == endpoint && &self.cfg == cfg && self.connect_timeout == connect_timeout
+    }
+
+    /// Idle connections right now.
+    pub fn idle_count(&self) -> usize {
+        self.idle.borrow().len()
+    }
+
+    /// Open connections right now (idle + in use + connecting).
+    pub fn open_count(&self) -> usize {
+        self.open.get()
+    }
+
+    /// Connections this pool has opened since it was created.
+    pub fn opened_total(&self) -> u64 {
+        self.opened_total.get()
+    }
+
+    /// Takes a connection: the newest quiet idle one, else a new one if under `max_connections`,
+    /// else waits in FIFO order up to `queue_timeout`.
+    ///
+    /// Returns the connection and whether it was reused (a reused connection may have been closed
+    /// by the backend in the meantime; see the retry rule in `proxy`).
+    ///
+    /// # Errors
+    /// [`CheckoutError`]: connect failure or timeout (the endpoint's fault), or exhaustion (503).
+    ///
+    /// # Cancellation
+    /// Dropping the future gives up its place in the queue; a connection being opened is closed.
+    pub async fn checkout(self: &Rc<Self>) -> Result<PooledConn, CheckoutError> {
+        self.checkout_inner(false).await
+    }
+
+    /// Like [`Pool::checkout`] but never reuses an idle connection: the retry after a stale
+    /// pooled connection failed must not land on another stale one.
+    ///
+    /// # Errors
+    /// As [`Pool::checkout`].
+    pub async fn checkout_fresh(self: &Rc<Self>) -> Result<PooledConn, CheckoutError> {
+        self.checkout_inner(true).await
+    }
+
+    async fn checkout_inner(self: &Rc<Self>, fresh: bool) -> Result<PooledConn, CheckoutError> {
+        let deadline = Instant::now() + self.cfg.queue_timeout;
+        loop {
+            if !fresh && let Some(stream) = self.pop_idle() {
+                return Ok(PooledConn::new(self, stream, true));
+            }
+            if fresh && self.open.get() >= self.cfg.max_connections && self.idle_count() > 0 {
+                // Make room for the fresh connection by closing the oldest idle one.
+                drop(self.idle.borrow_mut().remove(0));
+                self.release_slot();
+            }
+            if self.open.get() < self.cfg.max_connections {
+                return self.connect_new().await;
+            }
+            if self.waiters.borrow().len() >= self.cfg.max_waiters {
+                return Err(CheckoutError::Exhausted);
+            }
+            let waiter = Rc::new(Waiter {
+                ready: LocalEvent::new(),
+                abandoned: Cell::new(false),
+            });
+            self.waiters.borrow_mut().push_back(waiter.clone());
+            let guard = AbandonOnDrop(&waiter);
+            let woke = rio::timeout_at(deadline, waiter.ready.wait()).await.is_ok();
+            drop(guard);
+            if !woke {
+                return Err(CheckoutError::Exhausted);
+            }
+        }
+    }
+
+    /// Pops the newest idle connection that is neither expired nor readable (stray bytes or FIN
+    /// mean the backend is closing or misbehaving: evict, never reuse).
+    fn pop_idle(&self) -> Option<Stream> {
+        let now = Instant::now();
+        loop {
+            let idle = self.idle.borrow_mut().pop()?;
+            if idle.expires > now && idle.stream.is_quiet() {
+                return Some(idle.stream);
+            }
+            self.release_slot();
+        }
+    }
+
+    async fn connect_new(self: &Rc<Self>) -> Result<PooledConn, CheckoutError> {
+        self.open.set(self.open.get() + 1);
+        // The slot is released on every failure path, including cancellation.
+        let slot = SlotGuard(self);
+        let res = match &self.endpoint {
+            Endpoint::Tcp(addr) => rio::connect_tcp(*addr, self.connect_timeout).await,
+            Endpoint::Unix(path) => rio::connect_unix(path, self.connect_timeout).await,
+        };
+        match res {
+            Ok(stream) => {
+                std::mem::forget(slot);
+                self.opened_total.set(self.opened_total.get() + 1);
+                Ok(PooledConn::new(self, stream, false))
+            }
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => Err(CheckoutError::ConnectTimeout),
+            Err(e) => Err(CheckoutError::Connect(e)),
+        }
+    }
+
+    /// Gives a clean connection back (LIFO). Over `max_idle`, it is closed instead.
+    fn checkin(&self, stream: Stream, keep_alive_for: Option<Duration>) {
+        let ttl = match keep_alive_for {
+            // Close a little before the backend's own keep-alive timer to avoid the race where
+            // the backend closes just as we reuse.
+            Some(t) => t
+                .saturating_sub(Duration::from_millis(500))
+                .min(self.cfg.idle_timeout),
+            None => self.cfg.idle_timeout,
+        };
+        if self.idle.borrow().len() >= self.cfg.max_idle || ttl.is_zero() {
+            drop(stream);
+            self.release_slot();
+            return;
+        }
+        self.idle.borrow_mut().push(Idle {
+            stream,
+            expires: Instant::now() + ttl,
+        });
+        self.wake_one();
+    }
+
+    /// A connection closed: its slot is free for a waiter.
+    fn release_slot(&self) {
+        self.open.set(self.open.get().saturating_sub(1));
+        self.wake_one();
+    }
+
+    fn wake_one(&self) {
+        let mut waiters = self.waiters.borrow_mut();
+        while let Some(w) = waiters.pop_front() {
+            if !w.abandoned.get() {
+                w.ready.set();
+                return;
+            }
+        }
+    }
+
+    /// Closes idle connections whose time is up. Called periodically by the shard.
+    pub fn sweep(&self) {
+        let now = Instant::now();
+        let mut closed = 0;
+        self.idle.borrow_mut().retain(|i| {
+            let keep = i.expires > now;
+            if !keep {
+                closed += 1;
+            }
+            keep
+        });
+        for _ in 0..closed {
+            self.release_slot();
+        }
+    }
+
+    /// Closes every idle connection (reload dropped this pool, or the shard is stopping).
+    pub fn close_idle(&self) {
+        let n = {
+            let mut idle = self.idle.borrow_mut();
+            let n = idle.len();
+            idle.clear();
+            n
+        };
+        for _ in 0..n {
+            self.release_slot();
+        }
+    }
+}
+
+struct SlotGuard<'a>(&'a Pool);
+
+impl Drop for SlotGuard<'_> {
+    fn drop(&mut self) {
+        self.0.release_slot();
+    }
+}
+
+struct AbandonOnDrop<'a>(&'a Rc<Waiter>);
+
+impl Drop for AbandonOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.abandoned.set(true);
+    }
+}
+
+/// A connection checked out of a [`Pool`].
+///
+/// Dropped without [`PooledConn::release_reusable`], it is closed and its slot freed.
+pub struct PooledConn {
+    stream: Option<Stream>,
+    pool: Weak<Pool>,
+    reused: bool,
+    keep: Option<Option<Duration>>,
+}
+
+impl fmt::Debug for PooledConn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PooledConn")
+            .field("reused", &self.reused)
+            .finish()
+    }
+}
+
+impl PooledConn {
+    fn new(pool: &Rc<Pool>, stream: Stream, reused: bool) -> PooledConn {
+        PooledConn {
+            stream: Some(stream),
+            pool: Rc::downgrade(pool),
+            reused,
+            keep: None,
+        }
+    }
+
+    /// Whether this connection carried an earlier request (it may have gone stale meanwhile).
+    pub fn is_reused(&self) -> bool {
+        self.reused
+    }
+
+    /// The stream.
+    pub fn stream(&mut self) -> &mut Stream {
+        // Invariant: `stream` is Some until drop.
+        self.stream
+            .as_mut()
+            .expect("pooled stream present until drop")
+    }
+
+    /// Marks the exchange complete and the connection clean: on drop it returns to the pool,
+    /// kept at most `keep_alive_for` (the backend's `Keep-Alive: timeout`) if given.
+    pub fn release_reusable(mut self, keep_alive_for: Option<Duration>) {
+        self.keep = Some(keep_alive_for);
+    }
+}
+
+impl Drop for PooledConn {
+    fn drop(&mut self) {
+        let Some(stream) = self.stream.take() else {
+            return;
+        };
+        match self.pool.upgrade() {
+            Some(pool) => match self.keep {
+                Some(ka) => pool.checkin(stream, ka),
+                None => {
+                    drop(stream);
+                    pool.release_slot();
+                }
+            },
+            None => drop(stream),
+        }
+    }
+}

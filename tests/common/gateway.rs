@@ -1,0 +1,314 @@
+//! Runs the real `ringway` binary for integration tests, and a small raw HTTP/1.1 client.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// Both drivers: every integration test body runs once per entry.
+pub const DRIVERS: [&str; 2] = ["uring", "epoll"];
+
+/// Defines one `#[test]` per driver that calls `$body(driver)`.
+#[macro_export]
+macro_rules! both_drivers {
+    ($name:ident, $body:expr) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            #[test]
+            fn uring() {
+                ($body)("uring");
+            }
+            #[test]
+            fn epoll() {
+                ($body)("epoll");
+            }
+        }
+    };
+}
+
+/// A port nobody listens on right now (bind :0, read it, release it).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+static NEXT: AtomicUsize = AtomicUsize::new(0);
+
+/// A running gateway process.
+pub struct Gateway {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub config_path: PathBuf,
+    pub stderr_path: PathBuf,
+}
+
+/// The `[server]` + `[admin]` preamble for a test config on fresh ports; append upstreams/routes.
+pub fn preamble(driver: &str, shards: usize) -> (String, SocketAddr, SocketAddr) {
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let text = format!(
+        "[server]\nlisten = [\"{addr}\"]\nshards = {shards}\nio = \"{driver}\"\npin_cpus = false\n\n[admin]\nlisten = \"{admin}\"\n\n"
+    );
+    (text, addr, admin)
+}
+
+impl Gateway {
+    /// Writes `config` to a temp file and starts `ringway run` on it; waits until it accepts.
+    pub fn start(config: &str, addr: SocketAddr, admin: SocketAddr) -> Gateway {
+        Self::start_with(config, addr, admin, |_| {})
+    }
+
+    /// Like [`Gateway::start`], letting the caller adjust the command (env, seccomp, args).
+    pub fn start_with(
+        config: &str,
+        addr: SocketAddr,
+        admin: SocketAddr,
+        adjust: impl FnOnce(&mut Command),
+    ) -> Gateway {
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let dir = std::env::temp_dir().join(format!("ringway-gw-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config_path = dir.join("ringway.toml");
+        std::fs::write(&config_path, config).unwrap();
+        let stderr_path = dir.join("stderr.log");
+        let stderr = std::fs::File::create(&stderr_path).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringway"));
+        cmd.arg("run")
+            .arg("--config")
+            .arg(&config_path)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(stderr);
+        adjust(&mut cmd);
+        let child = cmd.spawn().expect("spawn ringway");
+        let mut gw = Gateway {
+            child,
+            addr,
+            admin,
+            config_path,
+            stderr_path,
+        };
+        gw.wait_ready();
+        gw
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "ringway exited during start-up with {status}; stderr:\n{}",
+                    self.stderr()
+                );
+            }
+            // Poll the admin listener, not the gateway's: it starts after every shard listens,
+            // and probing it leaves no stray connection in the shards' accept counts.
+            if TcpStream::connect_timeout(&self.admin, Duration::from_millis(100)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!(
+            "ringway did not listen on {} within 10s; stderr:\n{}",
+            self.addr,
+            self.stderr()
+        );
+    }
+
+    /// Everything the gateway logged so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    /// Sends a signal to the gateway.
+    pub fn signal(&self, sig: i32) {
+        // SAFETY-free: plain kill(2) on our own child.
+        let _ = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status();
+    }
+
+    /// Waits up to `limit` for the process to exit; returns its exit code.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return s.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// GETs an admin path; returns (status, body).
+    pub fn admin_get(&self, path: &str) -> (u16, String) {
+        let mut s = TcpStream::connect(self.admin).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        let status = out
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = out
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        (status, body)
+    }
+
+    /// The value of a metric line `name{labels}` (exact prefix match up to the value).
+    pub fn metric(&self, series: &str) -> Option<f64> {
+        let (_, body) = self.admin_get("/metrics");
+        body.lines()
+            .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    }
+
+    /// Open file descriptors of the gateway process.
+    pub fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A parsed response.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).to_string()
+    }
+}
+
+/// A keepalive client connection speaking raw HTTP/1.1.
+pub struct Client {
+    pub reader: BufReader<TcpStream>,
+}
+
+impl Client {
+    pub fn connect(addr: SocketAddr) -> Client {
+        let s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.set_nodelay(true).unwrap();
+        Client {
+            reader: BufReader::new(s),
+        }
+    }
+
+    pub fn stream(&mut self) -> &mut TcpStream {
+        self.reader.get_mut()
+    }
+
+    /// Sends raw bytes.
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.stream().write_all(bytes).unwrap();
+    }
+
+    /// GET `path` with Host: test.
+    pub fn get(&mut self, path: &str) -> Response {
+        self.send(format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").as_bytes());
+        self.read_response(false).expect("response")
+    }
+
+    /// Reads one response (`head_request`: no body expected). None on EOF before a status line.
+    pub fn read_response(&mut self, head_request: bool) -> Option<Response> {
+        let mut line = String::new();
+        if self.reader.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        let status: u16 = line.split(' ').nth(1)?.trim().parse().ok()?;
+        let mut headers = Vec::new();
+        loop {
+            let mut l = String::new();
+            if self.reader.read_line(&mut l).ok()? == 0 {
+                return None;
+            }
+            let l = l.trim_end_matches(['\r', '\n']);
+            if l.is_empty() {
+                break;
+            }
+            let (n, v) = l.split_once(':')?;
+            headers.push((n.trim().to_string(), v.trim().to_string()));
+        }
+        let mut resp = Response {
+            status,
+            headers,
+            body: Vec::new(),
+        };
+        if head_request || status == 204 || status == 304 || (100..200).contains(&status) {
+            return Some(resp);
+        }
+        if let Some(cl) = resp.header("content-length") {
+            let n: usize = cl.parse().ok()?;
+            let mut body = vec![0; n];
+            self.reader.read_exact(&mut body).ok()?;
+            resp.body = body;
+        } else if resp
+            .header("transfer-encoding")
+            .is_some_and(|t| t.eq_ignore_ascii_case("chunked"))
+        {
+            loop {
+                let mut size = String::new();
+                self.reader.read_line(&mut size).ok()?;
+                let n = usize::from_str_radix(size.trim().split(';').next()?, 16).ok()?;
+                if n == 0 {
+                    let mut end = String::new();
+                    self.reader.read_line(&mut end).ok()?;
+                    break;
+                }
+                let mut chunk = vec![0; n + 2];
+                self.reader.read_exact(&mut chunk).ok()?;
+                resp.body.extend_from_slice(&chunk[..n]);
+            }
+        } else {
+            self.reader.read_to_end(&mut resp.body).ok()?;
+        }
+        Some(resp)
+    }
+
+    /// True when the server closed the connection (EOF within `limit`).
+    pub fn is_closed(&mut self, limit: Duration) -> bool {
+        self.stream().set_read_timeout(Some(limit)).unwrap();
+        let mut b = [0u8; 1];
+        matches!(self.reader.read(&mut b), Ok(0))
+            || matches!(self.reader.read(&mut b), Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset)
+    }
+}
