@@ -183,9 +183,9 @@ fn write_text(buf: &mut Vec<u8>, e: &Entry<'_>) {
     buf.push(b' ');
     push_escaped(buf, e.target, false);
     s.clear();
-    let _ = write!(
+    let _ = writeln!(
         s,
-        "\" {} {} {:.3} {} {} {}\n",
+        "\" {} {} {:.3} {} {} {}",
         e.status,
         e.bytes,
         e.duration.as_secs_f64() * 1000.0,
