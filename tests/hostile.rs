@@ -173,6 +173,9 @@ struct Case {
     name: &'static str,
     parts: Vec<Vec<u8>>,
     status: u16,
+    /// The head (and first chunk) reach the backend before the error: the backend connection
+    /// must then be closed, never pooled.
+    mid_stream: bool,
 }
 
 fn case(name: &'static str, bytes: impl AsRef<[u8]>, status: u16) -> Case {
@@ -180,6 +183,7 @@ fn case(name: &'static str, bytes: impl AsRef<[u8]>, status: u16) -> Case {
         name,
         parts: vec![bytes.as_ref().to_vec()],
         status,
+        mid_stream: false,
     }
 }
 
@@ -188,6 +192,7 @@ fn split_case(name: &'static str, first: &str, second: &str, status: u16) -> Cas
         name,
         parts: vec![first.as_bytes().to_vec(), second.as_bytes().to_vec()],
         status,
+        mid_stream: true,
     }
 }
 
@@ -536,6 +541,38 @@ both_drivers!(codec_rejections_end_to_end, |driver: &str| {
             failures.push(format!("{}: {p}", c.name));
         }
         rig.assert_not_smuggled(c.name);
+        let raw = rig.tap.received();
+        if c.mid_stream {
+            if !raw.starts_with(b"POST /a HTTP/1.1\r\n") {
+                failures.push(format!(
+                    "{}: expected the head to reach the backend before the bad bytes, got {:?}",
+                    c.name,
+                    String::from_utf8_lossy(&raw)
+                ));
+            }
+            // The half-sent backend connection is closed, not pooled.
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while rig.tap.seen.open.load(std::sync::atomic::Ordering::SeqCst) > 0
+                && Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if rig.tap.seen.open.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+                failures.push(format!("{}: backend connection left open", c.name));
+            }
+            if rig.pool_idle() != 0.0 {
+                failures.push(format!(
+                    "{}: backend connection pooled after the error",
+                    c.name
+                ));
+            }
+        } else if !raw.is_empty() {
+            failures.push(format!(
+                "{}: rejected at the head, yet the backend got {:?}",
+                c.name,
+                String::from_utf8_lossy(&raw)
+            ));
+        }
     }
     assert!(
         failures.is_empty(),
@@ -956,3 +993,27 @@ both_drivers!(
         );
     }
 );
+
+both_drivers!(over_limit_upload_still_gets_its_413, |driver: &str| {
+    // 413 for a declared body over the limit while the client is still uploading: the gateway
+    // closes with unread bytes in its receive buffer. The client must still read the 413.
+    let rig = Rig::start(driver, BackendSpec::default(), LIMITS);
+    let mut failures = 0;
+    for _ in 0..20 {
+        let mut c = connect(rig.gw.addr);
+        let mut w = c.stream().try_clone().unwrap();
+        let up = std::thread::spawn(move || {
+            let _ = w.write_all(b"POST /up HTTP/1.1\r\nHost: t\r\nContent-Length: 4194304\r\n\r\n");
+            let _ = w.write_all(&vec![b'u'; 4 << 20]);
+        });
+        match c.read_response(false) {
+            Some(r) if r.status == 413 => {}
+            other => {
+                failures += 1;
+                eprintln!("{driver}: {other:?}");
+            }
+        }
+        up.join().unwrap();
+    }
+    assert_eq!(failures, 0, "{failures}/20 uploads lost their 413");
+});
