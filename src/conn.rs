@@ -195,6 +195,7 @@ impl Client {
         }
         out.put_slice(b"\r\n\r\n");
         let head = self.take_scratch();
+        self.notes.bytes_sent += (head.len() + body.len()) as u64;
         let idle = self.shard.gateway().config.timeouts.client_idle;
         let res = io::timeout(
             idle,
@@ -273,31 +274,11 @@ pub async fn serve(shard: Rc<Shard>, stream: Stream, peer: Option<SocketAddr>) {
             Ok(h) => h,
             Err(NoHead::Quiet) => return,
             Err(NoHead::Timeout) => {
-                let _ = client
-                    .send_error(408, "request_timeout", None, ConnAfter::Close, &[])
-                    .await;
+                answer_without_head(&mut client, 408, "request_timeout").await;
                 return;
             }
             Err(NoHead::Invalid(e)) => {
-                let status = e.status();
-                client.notes = RequestNotes::default();
-                let _ = client
-                    .send_error(status, e.reason(), None, ConnAfter::Close, &[])
-                    .await;
-                client.shard.metrics.request("", status, Duration::ZERO);
-                if let Some(log) = &client.shard.access_log {
-                    log.log(&Entry {
-                        client: client.ip,
-                        method: b"-",
-                        target: b"-",
-                        status,
-                        bytes: client.notes.bytes_sent,
-                        duration: Duration::ZERO,
-                        route: None,
-                        upstream: None,
-                        fanout: None,
-                    });
-                }
+                answer_without_head(&mut client, e.status(), e.reason()).await;
                 return;
             }
         };
@@ -347,6 +328,29 @@ pub async fn serve(shard: Rc<Shard>, stream: Stream, peer: Option<SocketAddr>) {
         if after == ConnAfter::Close {
             return;
         }
+    }
+}
+
+/// Answers a head that never became a request (malformed: 4xx/5xx; too slow: 408) and counts it
+/// in the metrics and the access log like any other response. The caller then closes.
+async fn answer_without_head(client: &mut Client, status: u16, code: &str) {
+    client.notes = RequestNotes::default();
+    let _ = client
+        .send_error(status, code, None, ConnAfter::Close, &[])
+        .await;
+    client.shard.metrics.request("", status, Duration::ZERO);
+    if let Some(log) = &client.shard.access_log {
+        log.log(&Entry {
+            client: client.ip,
+            method: b"-",
+            target: b"-",
+            status,
+            bytes: client.notes.bytes_sent,
+            duration: Duration::ZERO,
+            route: None,
+            upstream: None,
+            fanout: None,
+        });
     }
 }
 
