@@ -907,6 +907,48 @@ both_drivers!(
 );
 
 both_drivers!(
+    slow_but_reading_client_gets_the_whole_body,
+    |driver: &str| {
+        // The write deadline (client_idle = 1 s) is per write, not per response: a client that keeps
+        // reading, more slowly than the gateway could send, gets all 4 MiB over more than 1 s.
+        const BODY: usize = 4 << 20;
+        let rig = Rig::start(
+            driver,
+            BackendSpec {
+                body: Some(vec![b's'; BODY]),
+                content_type: "application/octet-stream".into(),
+                ..BackendSpec::default()
+            },
+            SHORT_TIMEOUTS,
+        );
+        let mut c = connect(rig.gw.addr);
+        socket2::SockRef::from(&*c.stream())
+            .set_recv_buffer_size(64 * 1024)
+            .unwrap();
+        c.send(b"GET /big HTTP/1.1\r\nHost: t\r\n\r\n");
+        let t0 = Instant::now();
+        let mut total = 0usize;
+        let mut buf = vec![0u8; 64 * 1024];
+        while total < BODY {
+            match c.reader.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        let took = t0.elapsed();
+        assert!(
+            total > BODY,
+            "the whole response arrived ({total} bytes of {BODY} + head, in {took:?})"
+        );
+        assert!(
+            took > Duration::from_secs(1),
+            "slower than client_idle: {took:?}"
+        );
+    }
+);
+
+both_drivers!(
     client_reset_mid_request_discards_backend_connection,
     |driver: &str| {
         let rig = Rig::start(driver, BackendSpec::default(), "");
