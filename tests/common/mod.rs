@@ -5,3 +5,4 @@
 pub mod backend;
 pub mod gateway;
 pub mod seccomp;
+pub mod tap;
