@@ -4,4 +4,5 @@
 
 pub mod backend;
 pub mod gateway;
+pub mod scripted;
 pub mod seccomp;
