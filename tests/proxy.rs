@@ -65,6 +65,15 @@ fn proc_status_kb(gw: &Gateway, field: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {field} in /proc status"))
 }
 
+/// User + system CPU time of the gateway process, in clock ticks (usually 10 ms).
+fn cpu_ticks(gw: &Gateway) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", gw.child.id())).unwrap();
+    // Fields after `(comm) `: state is index 0, so utime and stime are indexes 11 and 12.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
 /// Reads everything until EOF or reset (bounded by the read timeout).
 fn read_raw_to_end(c: &mut Client) -> Vec<u8> {
     let mut out = Vec::new();
@@ -187,6 +196,78 @@ both_drivers!(post_bodies_stream_with_bounded_memory, |driver: &str| {
         "a 100 MiB upload is streamed: peak RSS {peak} KiB vs {rss_before} KiB before"
     );
 });
+
+both_drivers!(
+    large_response_streams_with_bounded_memory,
+    |driver: &str| {
+        const SIZE: usize = 100 * 1024 * 1024;
+        let backend = Backend::tcp(BackendSpec {
+            body: Some(vec![b'r'; SIZE]),
+            content_type: "application/octet-stream".into(),
+            ..BackendSpec::default()
+        });
+        let gw = start(driver, "", &[backend.endpoint()], "");
+        let rss_before = proc_status_kb(&gw, "VmRSS");
+        let mut c = Client::connect(gw.addr);
+        let r = c.get("/download");
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body.len(), SIZE);
+        assert!(r.body.iter().all(|&b| b == b'r'));
+        let peak = proc_status_kb(&gw, "VmHWM");
+        eprintln!("gateway VmRSS before {rss_before} KiB, peak {peak} KiB");
+        assert!(
+            peak < rss_before + 32 * 1024,
+            "a 100 MiB response is streamed: peak RSS {peak} KiB vs {rss_before} KiB before"
+        );
+    }
+);
+
+/// Connection 0 answers its first request, then writes stray bytes and stays open; connection
+/// 1 answers, then closes (FIN) while idle; later ones answer every request.
+fn turns_readable_when_idle(mut s: TcpStream, n: usize) {
+    let mut buf = Vec::new();
+    while let Some(head) = scripted::read_head(&mut s, &mut buf) {
+        scripted::read_body(&mut s, &mut buf, scripted::content_length(&head));
+        scripted::respond(&mut s, format!("conn{n}").as_bytes(), "");
+        if n < 2 {
+            std::thread::sleep(Duration::from_millis(50));
+            if n == 0 {
+                let _ = s.write_all(b"stray bytes");
+                let _ = scripted::read_head(&mut s, &mut buf);
+            }
+            return;
+        }
+    }
+}
+
+both_drivers!(
+    idle_connection_turning_readable_is_evicted,
+    |driver: &str| {
+        let backend = Scripted::start(turns_readable_when_idle);
+        let gw = start(driver, "", &[backend.addr.to_string()], SHORT_IDLE);
+        let baseline = gw.open_fds();
+        let mut c = Client::connect(gw.addr);
+        assert_eq!(c.get("/a").text(), "conn0");
+        std::thread::sleep(Duration::from_millis(200));
+        // POSTs are never retried: a 200 proves the readable connections were not reused at all.
+        for (path, want) in [("/b", "conn1"), ("/c", "conn2")] {
+            c.send(
+                format!("POST {path} HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nhi")
+                    .as_bytes(),
+            );
+            let r = c.read_response(false).unwrap();
+            assert_eq!(
+                (r.status, r.text().as_str()),
+                (200, want),
+                "a pooled connection with stray bytes or a FIN is evicted, not reused"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        assert_eq!(backend.accepted(), 3);
+        drop(c);
+        assert_fds_back(&gw, baseline);
+    }
+);
 
 both_drivers!(chunked_both_ways, |driver: &str| {
     let backend = Backend::tcp(BackendSpec {
@@ -703,6 +784,14 @@ both_drivers!(
         assert!(
             third.reader.get_mut().peek(&mut byte).is_err(),
             "not served while at max_connections"
+        );
+        // Waiting at the limit is not a busy loop: the gateway burns (almost) no CPU meanwhile.
+        let cpu = cpu_ticks(&gw);
+        std::thread::sleep(Duration::from_millis(500));
+        let spent = cpu_ticks(&gw) - cpu;
+        assert!(
+            spent <= 10,
+            "at max_connections the gateway idles: {spent} ticks of CPU in 500ms"
         );
         // ...until one closes.
         drop(a);
