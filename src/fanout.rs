@@ -347,7 +347,7 @@ async fn write_answer(
     if !head_only {
         parts.extend(body);
     }
-    client.stream.write_vectored_all(parts).await
+    client.write_vectored_all(parts).await
 }
 
 /// Encodes `body` as a JSON string literal (the one place a body is copied: it must be escaped).

@@ -146,6 +146,7 @@ pub async fn forward(
             return fail(client, group, &head, &body, Failure::Unavailable).await;
         };
         let pool = inflight.member().pool.clone();
+        client.notes.upstream = Some(pool.clone());
         let checkout = if stale_retry_used {
             pool.checkout_fresh().await
         } else {
@@ -178,9 +179,7 @@ pub async fn forward(
             continue_sent = true;
             let sent = rio::timeout(
                 times.client,
-                client
-                    .stream
-                    .write_all(Bytes::from_static(b"HTTP/1.1 100 Continue\r\n\r\n")),
+                client.write_all(Bytes::from_static(b"HTTP/1.1 100 Continue\r\n\r\n")),
             )
             .await;
             if !matches!(sent, Ok(Ok(()))) {
@@ -219,6 +218,7 @@ pub async fn forward(
         let mut ubuf = BytesMut::with_capacity(UPSTREAM_READ_BUF);
         let resp = match read_response_head(
             &mut client.stream,
+            &mut client.notes.bytes_sent,
             &mut client.scratch,
             conn.stream(),
             &mut ubuf,
@@ -343,6 +343,7 @@ enum ReadHeadError {
 #[allow(clippy::too_many_arguments)]
 async fn read_response_head(
     client: &mut Stream,
+    sent: &mut u64,
     scratch: &mut BytesMut,
     upstream: &mut Stream,
     ubuf: &mut BytesMut,
@@ -372,6 +373,7 @@ async fn read_response_head(
                             scratch.clear();
                             http::write_forward_response_head(scratch, &resp, req.version(), true);
                             let out = scratch.split().freeze();
+                            *sent += out.len() as u64;
                             match rio::timeout(times.client, client.write_all(out)).await {
                                 Ok(Ok(())) => {}
                                 _ => return Err(ReadHeadError::ClientGone),
@@ -460,6 +462,7 @@ async fn relay_response(
         let leftover_client = client.buf.split().freeze();
         let ok = tunnel(
             &mut client.stream,
+            &mut client.notes.bytes_sent,
             conn.stream(),
             vec![head_bytes, ubuf.split().freeze()],
             leftover_client,
@@ -472,6 +475,7 @@ async fn relay_response(
     let mut decoder = BodyDecoder::for_response(resp.framing());
     let end = relay_body(
         &mut client.stream,
+        &mut client.notes.bytes_sent,
         conn.stream(),
         &mut ubuf,
         &mut decoder,
@@ -502,11 +506,13 @@ async fn relay_response(
 /// its request to the backend, then relays both ways until both sides are done.
 async fn tunnel(
     client: &mut Stream,
+    sent: &mut u64,
     upstream: &mut Stream,
     to_client: Vec<Bytes>,
     to_upstream: Bytes,
     linger: Duration,
 ) -> bool {
+    *sent += to_client.iter().map(|b| b.len() as u64).sum::<u64>();
     if client.write_vectored_all(to_client).await.is_err() {
         return false;
     }
@@ -515,6 +521,7 @@ async fn tunnel(
     }
     match client.tunnel(upstream, linger).await {
         Ok((up, down)) => {
+            *sent += down;
             tracing::debug!(
                 client_to_upstream = up,
                 upstream_to_client = down,
@@ -544,8 +551,10 @@ enum BodyEnd {
 /// Streams one response body from `upstream` to `client`: `first` (the head) goes out with the
 /// first body bytes in one vectored write, then one write per backend read. Each piece written is
 /// a slice of `ubuf`, never a copy.
+#[allow(clippy::too_many_arguments)]
 async fn relay_body(
     client: &mut Stream,
+    sent: &mut u64,
     upstream: &mut Stream,
     ubuf: &mut BytesMut,
     decoder: &mut BodyDecoder,
@@ -568,6 +577,7 @@ async fn relay_body(
             audit::written(&out[head_pending..]);
             head_pending = 0;
             let pieces = std::mem::take(&mut out);
+            *sent += pieces.iter().map(|b| b.len() as u64).sum::<u64>();
             if !matches!(
                 rio::timeout(times.client, client.write_vectored_all(pieces)).await,
                 Ok(Ok(()))

@@ -62,8 +62,10 @@ fn relay(driver: Driver, response: Vec<u8>) -> Run {
         };
         let mut ubuf = BytesMut::with_capacity(UPSTREAM_READ_BUF);
         let mut scratch = BytesMut::new();
+        let mut sent = 0u64;
         let Ok(resp) = read_response_head(
             &mut client,
+            &mut sent,
             &mut scratch,
             &mut upstream,
             &mut ubuf,
@@ -82,6 +84,7 @@ fn relay(driver: Driver, response: Vec<u8>) -> Run {
         let mut decoder = BodyDecoder::for_response(resp.framing());
         relay_body(
             &mut client,
+            &mut sent,
             &mut upstream,
             &mut ubuf,
             &mut decoder,
