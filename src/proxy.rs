@@ -306,8 +306,10 @@ async fn stream_request_body(
         if client.buf.capacity() - client.buf.len() < CLIENT_BODY_READ / 2 {
             client.buf.reserve(CLIENT_BODY_READ);
         }
-        match rio::timeout(times.client, client.read_more()).await {
-            Ok(Ok(n)) if n > 0 => {}
+        // `read_more` is bounded by `client_idle` itself and marks the timeout, so the
+        // connection loop answers 408; a second, equal timer here would race it.
+        match client.read_more().await {
+            Ok(n) if n > 0 => {}
             _ => return Err(BodyFailure::ClientGone),
         }
         let mut parts = Vec::new();
