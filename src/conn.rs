@@ -274,11 +274,11 @@ pub async fn serve(shard: Rc<Shard>, stream: Stream, peer: Option<SocketAddr>) {
             Ok(h) => h,
             Err(NoHead::Quiet) => return,
             Err(NoHead::Timeout) => {
-                answer_without_head(&mut client, 408, "request_timeout").await;
+                Box::pin(answer_without_head(&mut client, 408, "request_timeout")).await;
                 return;
             }
             Err(NoHead::Invalid(e)) => {
-                answer_without_head(&mut client, e.status(), e.reason()).await;
+                Box::pin(answer_without_head(&mut client, e.status(), e.reason())).await;
                 return;
             }
         };
@@ -293,12 +293,14 @@ pub async fn serve(shard: Rc<Shard>, stream: Stream, peer: Option<SocketAddr>) {
             log_line.push(b' ');
             log_line.extend_from_slice(head.target());
         }
-        let (label, mut status, after) = dispatch(&mut client, &gw, head).await;
+        // Boxed: the proxy/fan-out state is ~10 KB, and an idle keepalive connection must not
+        // carry it (that would be its memory cost); one allocation per request buys that back.
+        let (label, mut status, after) = Box::pin(dispatch(&mut client, &gw, head)).await;
         if status == 0 && client.read_timed_out && client.notes.bytes_sent == 0 {
             // The body stalled past client_idle and nothing was answered yet: say so.
-            let _ = client
-                .send_error(408, "request_timeout", None, ConnAfter::Close, &[])
-                .await;
+            let _ =
+                Box::pin(client.send_error(408, "request_timeout", None, ConnAfter::Close, &[]))
+                    .await;
             status = 408;
         }
         let took = started.elapsed();

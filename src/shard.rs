@@ -526,8 +526,11 @@ async fn accept_loop(shard: Rc<Shard>, listener: Listener, multishot: bool) {
                 shard.metrics.accepted();
                 shard.conn_opened();
                 let shard = shard.clone();
+                let fut = crate::conn::serve(shard.clone(), stream, peer);
+                // The task is this future: its size is an idle connection's memory cost
+                // (about 1.6 KB since dispatch and timeouts stopped inflating it).
                 rio::spawn(async move {
-                    crate::conn::serve(shard.clone(), stream, peer).await;
+                    fut.await;
                     shard.conn_closed();
                 });
             }

@@ -13,8 +13,6 @@ use std::time::Duration;
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::Elapsed;
-
 /// Most iovecs handed to one `writev`; the kernel's UIO_MAXIOV is 1024.
 const MAX_IOVECS: usize = 64;
 
@@ -46,10 +44,6 @@ pub fn spawn<F: Future<Output = ()> + 'static>(fut: F) {
 
 pub async fn sleep(dur: Duration) {
     tokio::time::sleep(dur).await
-}
-
-pub async fn timeout<F: Future>(dur: Duration, fut: F) -> Result<F::Output, Elapsed> {
-    tokio::time::timeout(dur, fut).await.map_err(|_| Elapsed)
 }
 
 /// A TCP or Unix stream registered with epoll.

@@ -20,8 +20,6 @@ use compio::driver::ProactorBuilder;
 use compio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use futures_util::StreamExt;
 
-use super::Elapsed;
-
 /// Which optional io_uring features the uring driver may use; each is still used only where the
 /// kernel has it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -125,10 +123,6 @@ pub fn spawn<F: Future<Output = ()> + 'static>(fut: F) {
 
 pub async fn sleep(dur: Duration) {
     compio::time::sleep(dur).await
-}
-
-pub async fn timeout<F: Future>(dur: Duration, fut: F) -> Result<F::Output, Elapsed> {
-    compio::time::timeout(dur, fut).await.map_err(|_| Elapsed)
 }
 
 /// A TCP or Unix stream on the ring.
