@@ -236,3 +236,42 @@ mod seccomp_fallback {
         assert_eq!(c.get("/y").status, 200);
     }
 }
+
+both_drivers!(shards_are_pinned_to_distinct_cpus, |driver: &str| {
+    let backend = Backend::tcp(BackendSpec::default());
+    let (cfg, addr, admin) = proxy_config(driver, 2, &backend);
+    let cfg = cfg.replace("pin_cpus = false", "pin_cpus = true");
+    let gw = Gateway::start(&cfg, addr, admin);
+    let pid = gw.child.id();
+    let mut pinned = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let dir = task.unwrap().path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        if !comm.starts_with("ringway-shard-") {
+            continue;
+        }
+        let status = std::fs::read_to_string(dir.join("status")).unwrap();
+        let cpus = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+            .unwrap()
+            .trim()
+            .to_string();
+        pinned.push((comm.trim().to_string(), cpus));
+    }
+    pinned.sort();
+    assert_eq!(pinned.len(), 2, "two named shard threads: {pinned:?}");
+    let online = std::thread::available_parallelism().map_or(1, |n| n.get());
+    for (name, cpus) in &pinned {
+        assert!(
+            cpus.parse::<usize>().is_ok(),
+            "{name} is pinned to exactly one CPU, got {cpus:?}"
+        );
+    }
+    if online >= 2 {
+        assert_ne!(
+            pinned[0].1, pinned[1].1,
+            "shards on distinct CPUs: {pinned:?}"
+        );
+    }
+});
