@@ -38,6 +38,7 @@ import time
 
 PREFIX = "rwtop"
 NET = "10.213.0"
+LAT_NET = "10.213.1"   # backend links with latency, for check (f) only
 NODES = {"client": 2, "lb": 10, "gw1": 21, "gw2": 22, "be1": 31, "be2": 32, "be3": 33}
 BRIDGE_NS = f"{PREFIX}-br"
 GATEWAYS = ["gw1", "gw2"]
@@ -45,6 +46,7 @@ BACKENDS = ["be1", "be2", "be3"]
 SHARDS = 2
 GW_PORT, ADMIN_PORT, BE_PORT = 8080, 9901, 9001
 NOPOOL_PORT, NOPOOL_ADMIN = 8081, 9902
+LAT_PORT, LAT_ADMIN = 8082, 9903
 LB_PORT, LB_STATS = 8080, 8404
 POOL_MAX = 16          # pool max_connections (= max_idle) per endpoint per shard
 EJECT_FOR_S = 2.0
@@ -73,6 +75,11 @@ def ns(node):
 
 def addr(node):
     return f"{NET}.{NODES[node]}"
+
+
+def lat_addr(node):
+    """The node's address on the latency network (check f)."""
+    return f"{LAT_NET}.{NODES[node]}"
 
 
 def log(msg):
@@ -151,15 +158,43 @@ def enter_namespace(name):
         os.close(fd)
 
 
-def netem(on):
+def netem_available():
+    """Whether this kernel has sch_netem (probed on a throwaway device in the bridge namespace)."""
+    sh("ip", "-n", BRIDGE_NS, "link", "add", "probe0", "type", "dummy", check=False, quiet=True)
+    r = sh("ip", "netns", "exec", BRIDGE_NS, "tc", "qdisc", "add", "dev", "probe0", "root",
+           "netem", "delay", "1ms", check=False, quiet=True)
+    sh("ip", "-n", BRIDGE_NS, "link", "del", "probe0", check=False, quiet=True)
+    return r.returncode == 0
+
+
+def create_latency_net():
+    """A second network, 10.213.1.0/24 on bridge br1, where every backend link has latency
+    NETEM_MS one way (both ends): gw1 joins it on eth1, each backend on eth1. Only the gateways
+    of check (f) use it. Returns "netem" or "delayline" (the argv of the delay line to start)."""
+    sh("ip", "-n", BRIDGE_NS, "link", "add", "br1", "type", "bridge")
+    sh("ip", "-n", BRIDGE_NS, "link", "set", "br1", "up")
+    sh("ip", "-n", BRIDGE_NS, "link", "add", "l-gw1", "type", "veth", "peer", "name", "eth1",
+       "netns", ns("gw1"))
+    sh("ip", "-n", BRIDGE_NS, "link", "set", "l-gw1", "master", "br1", "up")
+    sh("ip", "-n", ns("gw1"), "addr", "add", f"{lat_addr('gw1')}/24", "dev", "eth1")
+    sh("ip", "-n", ns("gw1"), "link", "set", "eth1", "up")
+    use_netem = netem_available()
+    delayline = []
     for be, ms in NETEM_MS.items():
-        for where, dev in ((ns(be), "eth0"), (BRIDGE_NS, f"v-{be}")):
-            if on:
+        if use_netem:
+            sh("ip", "-n", BRIDGE_NS, "link", "add", f"l-{be}", "type", "veth", "peer", "name",
+               "eth1", "netns", ns(be))
+            for where, dev in ((ns(be), "eth1"), (BRIDGE_NS, f"l-{be}")):
                 sh("ip", "netns", "exec", where, "tc", "qdisc", "replace", "dev", dev, "root",
                    "netem", "delay", f"{ms}ms", "limit", "10000")
-            else:
-                sh("ip", "netns", "exec", where, "tc", "qdisc", "del", "dev", dev, "root",
-                   check=False, quiet=True)
+        else:
+            sh("ip", "-n", BRIDGE_NS, "tuntap", "add", "dev", f"l-{be}", "mode", "tap")
+            sh("ip", "-n", ns(be), "tuntap", "add", "dev", "eth1", "mode", "tap")
+            delayline.append(f"{ns(be)}:eth1:{BRIDGE_NS}:l-{be}:{ms}")
+        sh("ip", "-n", BRIDGE_NS, "link", "set", f"l-{be}", "master", "br1", "up")
+        sh("ip", "-n", ns(be), "addr", "add", f"{lat_addr(be)}/24", "dev", "eth1")
+        sh("ip", "-n", ns(be), "link", "set", "eth1", "up")
+    return "netem" if use_netem else delayline
 
 
 # ---------------------------------------------------------------------------------------------
@@ -323,7 +358,7 @@ def haproxy_status():
 # Configs
 
 
-def gateway_config(node, port=GW_PORT, admin=ADMIN_PORT, max_idle=POOL_MAX):
+def gateway_config(node, port=GW_PORT, admin=ADMIN_PORT, max_idle=POOL_MAX, be_addr=addr):
     pool = (f'pool = {{ max_idle = {max_idle}, idle_timeout = "30s", '
             f'max_connections = {POOL_MAX}, queue_timeout = "1s" }}')
     health = f'health = {{ fail_threshold = 3, eject_for = "{EJECT_FOR_S:g}s" }}'
@@ -345,7 +380,7 @@ drain = "5s"
 drain_grace = "{DRAIN_GRACE_S:g}s"
 """]
     for name, hosts in UPSTREAMS.items():
-        eps = ", ".join(f'"{addr(h)}:{BE_PORT}"' for h in hosts)
+        eps = ", ".join(f'"{be_addr(h)}:{BE_PORT}"' for h in hosts)
         out.append(f'[[upstream]]\nname = "{name}"\nendpoints = [{eps}]\n{pool}\n{health}\n')
     out.append('[[route]]\npath_prefix = "/item/"\nupstream = "items"\n')
     for name in ("profile", "ads", "recs"):
@@ -383,13 +418,15 @@ class Topology:
     # -- processes
 
     def start_backend(self, be):
-        self.p.start(be, be, [BENCH, "backend", "--listen", f"{addr(be)}:{BE_PORT}", "--json"])
+        self.p.start(be, be, [BENCH, "backend", "--listen", f"{addr(be)}:{BE_PORT}",
+                              "--listen", f"{lat_addr(be)}:{BE_PORT}", "--json"])
 
-    def start_gateway(self, gw, name=None, port=GW_PORT, admin=ADMIN_PORT, max_idle=POOL_MAX):
+    def start_gateway(self, gw, name=None, port=GW_PORT, admin=ADMIN_PORT, max_idle=POOL_MAX,
+                      be_addr=addr):
         name = name or gw
         cfg = os.path.join(self.w, f"{name}.toml")
         with open(cfg, "w") as f:
-            f.write(gateway_config(gw, port, admin, max_idle))
+            f.write(gateway_config(gw, port, admin, max_idle, be_addr))
         r = sh(RINGWAY, "check", "--config", cfg, check=False, quiet=True)
         if r.returncode != 0:
             raise CheckFailed(f"ringway check rejected {cfg}: {r.stderr.strip() or r.stdout.strip()}")
@@ -426,6 +463,13 @@ class Topology:
 
     def setup(self):
         create_topology()
+        lat = create_latency_net()
+        if lat == "netem":
+            self.latency_by = "tc netem"
+        else:
+            self.latency_by = "userspace delay line over TAP devices (this kernel has no sch_netem)"
+            self.p.start("delayline", None, [sys.executable, os.path.join(HERE, "delayline.py"), *lat])
+        log(f"latency network {LAT_NET}.0/24 on br1: gw1 eth1 + backends' eth1, latency by {self.latency_by}")
         enter_namespace(ns("client"))
         for be in BACKENDS:
             self.start_backend(be)
@@ -597,25 +641,30 @@ class Topology:
                              "item_errors": item["error_kinds"], "page_errors": page["error_kinds"]}
 
     def phase_f_latency(self):
-        log("\n(f) latency with tc netem on the backend links (one-way, both ends): "
+        log(f"\n(f) latency on the backend links ({self.latency_by}), one way on each end: "
             + ", ".join(f"{b} {ms} ms (RTT {2*ms} ms)" for b, ms in NETEM_MS.items()))
-        netem(True)
-        # The same gateway config with max_idle = 0 (a new backend connection per call), next
-        # to gw1 in its namespace. `ringway check` must accept max_idle = 0 (start_gateway runs it).
-        self.start_gateway("gw1", name="gw1-nopool", port=NOPOOL_PORT, admin=NOPOOL_ADMIN, max_idle=0)
+        # Two more gateways in gw1's namespace whose upstreams are the backends' addresses on the
+        # latency network: the usual pool, and max_idle = 0 (a new backend connection per call).
+        # `ringway check` must accept max_idle = 0 (start_gateway runs it first).
+        self.start_gateway("gw1", name="gw1-lat-pooled", port=LAT_PORT, admin=LAT_ADMIN,
+                           be_addr=lat_addr)
+        self.start_gateway("gw1", name="gw1-lat-nopool", port=NOPOOL_PORT, admin=NOPOOL_ADMIN,
+                           max_idle=0, be_addr=lat_addr)
+        for port in (LAT_PORT, NOPOOL_PORT):  # warm up (ARP, first connections)
+            for _ in range(5):
+                http_get(addr("gw1"), port, "/page?user=1")
         paths = [("profile (be1)", "/u/profile/x"), ("ads (be2)", "/u/ads/x"),
                  ("recs (be3)", "/u/recs/x"), ("fan-out /page", "/page?user=1")]
         table = {}
-        for label, port in (("pooled", GW_PORT), ("max_idle=0", NOPOOL_PORT)):
-            for what, path in paths:
+        for label, port in (("pooled", LAT_PORT), ("max_idle=0", NOPOOL_PORT)):
+            for i, (what, path) in enumerate(paths):
                 be0 = {be: backend_stats(be)["accepted"] for be in BACKENDS}
-                name = f"load-f-{port}-{path.split('/')[1] or 'x'}{path.split('/')[2][:3]}"
+                name = f"load-f-{port}-{i}"
                 self.load(name, path, 3, None, conns=2, host="gw1", port=port)
                 r = self.load_result(name)
                 acc = sum(backend_stats(be)["accepted"] - be0[be] - 1 for be in BACKENDS)
                 table[(label, what)] = (r["p50_us"] / 1000, r["p99_us"] / 1000, r["requests"], acc,
                                         r["errors"])
-        netem(False)
         log(f"  {'route':<16} {'config':<11} {'p50 ms':>7} {'p99 ms':>7} {'requests':>9} "
             f"{'backend conns':>13} errors")
         for (label, what), (p50, p99, n, acc, err) in sorted(table.items(), key=lambda kv: (kv[0][1], kv[0][0])):
@@ -668,8 +717,7 @@ def main():
         log(f"ringway {RINGWAY} (--io {IO}), ringway-bench {BENCH}, work dir {workdir}")
         t.run()
         ok = not t.failures
-    except (CheckFailed, RuntimeError, OSError, subprocess.SubprocessError, KeyError,
-            ValueError) as e:
+    except Exception as e:  # noqa: BLE001 -- any error is a failed run, reported, then torn down
         t.failures.append(f"{type(e).__name__}: {e}")
         log(f"\nERROR: {type(e).__name__}: {e}")
     except KeyboardInterrupt as e:
