@@ -476,10 +476,14 @@ fn many_pieces_are_written_in_batches(driver: Driver) {
 }
 
 fn unreachable_optional_is_null_and_required_cancels(driver: Driver) {
-    let dead: SocketAddr = {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
+    // Bound but never listening: connections are refused, and the port stays ours (a released
+    // port could go to another test's backend meanwhile).
+    let dead_socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    dead_socket
+        .bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+        .unwrap();
+    let dead = dead_socket.local_addr().unwrap().as_socket().unwrap();
     let ok = backend(content_length_response("application/json", b"{}"), 2);
     let groups = vec![group("up", ok), group("down", dead)];
     let plan = plan_of(&[("up", 0, false), ("down", 1, false)], &[]);
@@ -521,7 +525,7 @@ fn unreachable_optional_is_null_and_required_cancels(driver: Driver) {
         (0, 0),
         "{driver}: the cancelled call's connection was closed, not pooled"
     );
-    drop(slow_l);
+    drop((slow_l, dead_socket));
 }
 
 fn gone_client_cancels_every_call(driver: Driver) {
