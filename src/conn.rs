@@ -15,11 +15,13 @@ use std::time::{Duration, Instant};
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::future::{Either, select};
 
+use crate::access_log::Entry;
 use crate::gateway::Gateway;
 use crate::http::{self, HeadScanner, HttpError, Limits, RequestHead, Status};
 use crate::io::{self, Stream};
 use crate::router::RouteKind;
 use crate::shard::Shard;
+use crate::upstream::Pool;
 
 /// Initial size of a connection's read buffer; grows only when a head or body needs more.
 pub const READ_BUF_INITIAL: usize = 4096;
@@ -39,6 +41,19 @@ pub struct Client {
     pub shard: Rc<Shard>,
     /// Scratch buffer for outgoing heads; reused across requests.
     pub scratch: BytesMut,
+    /// What the current request did, for the access log; reset per request.
+    pub notes: RequestNotes,
+}
+
+/// Facts about the current request that only the proxy / fan-out know, for the access log.
+#[derive(Debug, Default)]
+pub struct RequestNotes {
+    /// Bytes written to the client for this request (heads included).
+    pub bytes_sent: u64,
+    /// The pool (endpoint) the proxy used.
+    pub upstream: Option<Rc<Pool>>,
+    /// Fan-out outcome: `ok`, `partial:<names>` or `failed:<call>`.
+    pub fanout: Option<String>,
 }
 
 impl Client {
@@ -54,6 +69,24 @@ impl Client {
         let (res, buf) = self.stream.read(buf).await;
         self.buf = buf;
         res
+    }
+
+    /// Writes `buf` to the client, counting it for the access log.
+    ///
+    /// # Errors
+    /// The write error.
+    pub async fn write_all(&mut self, buf: Bytes) -> std::io::Result<()> {
+        self.notes.bytes_sent += buf.len() as u64;
+        self.stream.write_all(buf).await
+    }
+
+    /// Writes `bufs` to the client with one vectored write, counting them for the access log.
+    ///
+    /// # Errors
+    /// The write error.
+    pub async fn write_vectored_all(&mut self, bufs: Vec<Bytes>) -> std::io::Result<()> {
+        self.notes.bytes_sent += bufs.iter().map(|b| b.len() as u64).sum::<u64>();
+        self.stream.write_vectored_all(bufs).await
     }
 
     /// Takes the scratch buffer's contents as `Bytes` (the buffer's spare capacity is kept for
@@ -165,7 +198,9 @@ pub async fn serve(shard: Rc<Shard>, stream: Stream, peer: Option<SocketAddr>) {
         ip: peer.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |p| p.ip()),
         shard,
         scratch: BytesMut::new(),
+        notes: RequestNotes::default(),
     };
+    let mut log_line: Vec<u8> = Vec::new();
     let mut scanner = HeadScanner::new();
     let mut first = true;
     loop {
@@ -181,21 +216,63 @@ pub async fn serve(shard: Rc<Shard>, stream: Stream, peer: Option<SocketAddr>) {
             }
             Err(NoHead::Invalid(e)) => {
                 let status = e.status();
+                client.notes = RequestNotes::default();
                 let _ = client
                     .send_error(status, e.reason(), None, ConnAfter::Close, &[])
                     .await;
                 client.shard.metrics.request("", status, Duration::ZERO);
+                if let Some(log) = &client.shard.access_log {
+                    log.log(&Entry {
+                        client: client.ip,
+                        method: b"-",
+                        target: b"-",
+                        status,
+                        bytes: client.notes.bytes_sent,
+                        duration: Duration::ZERO,
+                        route: None,
+                        upstream: None,
+                        fanout: None,
+                    });
+                }
                 return;
             }
         };
         first = false;
         scanner.reset();
         let started = Instant::now();
+        client.notes = RequestNotes::default();
+        if client.shard.access_log.is_some() {
+            // Only when logging: the head moves into the proxy, so keep method and target.
+            log_line.clear();
+            log_line.extend_from_slice(head.method_bytes());
+            log_line.push(b' ');
+            log_line.extend_from_slice(head.target());
+        }
         let (label, status, after) = dispatch(&mut client, &gw, head).await;
+        let took = started.elapsed();
         client
             .shard
             .metrics
-            .request(label.unwrap_or(""), status, started.elapsed());
+            .request(label.unwrap_or(""), status, took);
+        if let Some(log) = &client.shard.access_log {
+            let split = log_line.iter().position(|&b| b == b' ').unwrap_or(0);
+            let upstream = client
+                .notes
+                .upstream
+                .as_ref()
+                .map(|p| p.endpoint().to_string());
+            log.log(&Entry {
+                client: client.ip,
+                method: &log_line[..split],
+                target: log_line.get(split + 1..).unwrap_or(b""),
+                status,
+                bytes: client.notes.bytes_sent,
+                duration: took,
+                route: label,
+                upstream: upstream.as_deref(),
+                fanout: client.notes.fanout.as_deref(),
+            });
+        }
         if after == ConnAfter::Close {
             return;
         }

@@ -271,6 +271,7 @@ pub async fn serve(
         metrics.fanout_call(&route.label, &c.name, outcome);
     }
     if gone {
+        note_outcome(client, || "cancelled".into());
         return (499, ConnAfter::Close);
     }
 
@@ -284,10 +285,18 @@ pub async fn serve(
                 _ => (502, "upstream_error"),
             };
             let upstream = &gw.upstreams[call.upstream].name;
+            note_outcome(client, || format!("failed:{}", call.name));
             (status, error_body(code, &call.name, upstream), Vec::new())
         }
         None => {
             let (body, partial) = assemble(plan, &results);
+            note_outcome(client, || {
+                if partial.is_empty() {
+                    "ok".into()
+                } else {
+                    format!("partial:{}", partial.join(","))
+                }
+            });
             (200, body, partial)
         }
     };
@@ -304,8 +313,20 @@ pub async fn serve(
         after,
     );
     let head_bytes = client.take_scratch();
-    let r = write_answer(&mut client.stream, head_bytes, body, method == Method::Head).await;
+    let head_only = method == Method::Head;
+    // Counted as `Client::write_vectored_all` does; the write itself goes through the stream so
+    // that it can be batched (see `write_answer`).
+    client.notes.bytes_sent += (head_bytes.len() + if head_only { 0 } else { len }) as u64;
+    let r = write_answer(&mut client.stream, head_bytes, body, head_only).await;
     (status, if r.is_ok() { after } else { ConnAfter::Close })
+}
+
+/// Records the fan-out's outcome for the access log (`ok`, `partial:<names>`, `failed:<call>`,
+/// `cancelled` when the client left); the string is built only when the access log is on.
+fn note_outcome(client: &mut Client, outcome: impl FnOnce() -> String) {
+    if client.shard.access_log.is_some() {
+        client.notes.fanout = Some(outcome());
+    }
 }
 
 /// Resolves when the client has closed or reset its connection; checked every

@@ -4,6 +4,7 @@
 //! `server`/`shard` → `conn` → `router`, `proxy`, `fanout` → `upstream` → `io`. `http` is a pure
 //! codec with no I/O; `config` is data. Code above `io` never names compio, tokio or io_uring.
 
+pub mod access_log;
 pub mod admin;
 pub mod config;
 pub mod conn;

@@ -123,6 +123,7 @@ pub async fn forward(
             return fail(client, gw, group, f).await;
         };
         let pool = inflight.member().pool.clone();
+        client.notes.upstream = Some(pool.clone());
         let checkout = if fresh_only {
             pool.checkout_fresh().await
         } else {
@@ -318,7 +319,7 @@ async fn read_response_head(
                     if resp.is_informational() && resp.status() != 101 {
                         scanner.reset();
                         if resp.status() == 103 && req.version() == Version::Http11 {
-                            let _ = client.stream.write_all(resp.as_bytes().clone()).await;
+                            let _ = client.write_all(resp.as_bytes().clone()).await;
                         }
                         continue;
                     }
@@ -393,12 +394,12 @@ async fn relay_response(
         };
         if let Err(e) = take {
             tracing::debug!("bad response body from upstream: {e}");
-            let _ = client.stream.write_vectored_all(parts).await;
+            let _ = client.write_vectored_all(parts).await;
             client.stream.set_reset_on_close();
             return (ConnAfter::Close, false);
         }
         if decoder.is_done() || plan.body == http::BodyMode::None {
-            if client.stream.write_vectored_all(parts).await.is_err() {
+            if client.write_vectored_all(parts).await.is_err() {
                 return (ConnAfter::Close, false);
             }
             // Clean end: the backend connection may go back to the pool if nothing extra arrived.
@@ -409,7 +410,7 @@ async fn relay_response(
         }
         if !parts.is_empty() && (buffered >= MAX_BUFFERED_BODY || ubuf.is_empty()) {
             let out = std::mem::take(&mut parts);
-            if client.stream.write_vectored_all(out).await.is_err() {
+            if client.write_vectored_all(out).await.is_err() {
                 return (ConnAfter::Close, false);
             }
         }
@@ -430,24 +431,15 @@ async fn relay_response(
             Ok(0) => {
                 if decoder.eof().is_ok() {
                     // Read-until-close body complete.
-                    let _ = client
-                        .stream
-                        .write_vectored_all(std::mem::take(&mut parts))
-                        .await;
+                    let _ = client.write_vectored_all(std::mem::take(&mut parts)).await;
                     return (ConnAfter::Close, true);
                 }
-                let _ = client
-                    .stream
-                    .write_vectored_all(std::mem::take(&mut parts))
-                    .await;
+                let _ = client.write_vectored_all(std::mem::take(&mut parts)).await;
                 client.stream.set_reset_on_close();
                 return (ConnAfter::Close, false);
             }
             Err(_) => {
-                let _ = client
-                    .stream
-                    .write_vectored_all(std::mem::take(&mut parts))
-                    .await;
+                let _ = client.write_vectored_all(std::mem::take(&mut parts)).await;
                 client.stream.set_reset_on_close();
                 return (ConnAfter::Close, false);
             }

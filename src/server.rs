@@ -8,6 +8,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::access_log::AccessLogWriter;
 use crate::admin::{self, AdminState};
 use crate::config::{Config, IoChoice};
 use crate::io::Driver;
@@ -84,9 +85,16 @@ pub struct RunOptions {
 pub fn run(config: Config, opts: RunOptions) -> Result<i32, RunError> {
     raise_nofile_limit();
     let driver = resolve_driver(config.server.io)?;
+    let access_log =
+        AccessLogWriter::start(&config.log.access, config.log.format).map_err(RunError)?;
     let config = Arc::new(config);
-    let shards = shard::start(config.clone(), driver, config.server.shards)
-        .map_err(|e| RunError(e.to_string()))?;
+    let shards = shard::start(
+        config.clone(),
+        driver,
+        config.server.shards,
+        access_log.clone(),
+    )
+    .map_err(|e| RunError(e.to_string()))?;
     for addr in &shards.listen {
         tracing::info!(
             driver = %driver,
@@ -102,7 +110,11 @@ pub fn run(config: Config, opts: RunOptions) -> Result<i32, RunError> {
         let bound = admin::start(addr, state.clone()).map_err(RunError)?;
         tracing::info!("admin listening on {bound}");
     }
-    Ok(signal_loop(shards, state, config, opts))
+    let code = signal_loop(shards, state, config, opts);
+    if let Some(log) = access_log {
+        log.wait_written(Duration::from_secs(2));
+    }
+    Ok(code)
 }
 
 /// Waits for signals and acts on them. Returns the exit code.

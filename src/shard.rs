@@ -20,6 +20,7 @@ use bytes::BytesMut;
 use futures_util::future::{Either, select};
 use socket2::{Domain, Protocol, Socket, Type};
 
+use crate::access_log::{AccessLogWriter, ShardAccessLog};
 use crate::config::Config;
 use crate::gateway::Gateway;
 use crate::io::{self as rio, Driver, Listener, LocalEvent, Runtime, Stream, UringOptions};
@@ -53,6 +54,8 @@ pub struct Shard {
     conn_limit: usize,
     /// Set when a connection closes while the accept loop waits below the limit.
     below_limit: RefCell<Option<LocalEvent>>,
+    /// This shard's access log buffer, if the access log is on.
+    pub access_log: Option<ShardAccessLog>,
 }
 
 impl Shard {
@@ -205,7 +208,12 @@ fn bind_all(
 /// # Errors
 /// A listener that cannot bind, or a shard whose runtime cannot be built (io_uring refused):
 /// the message says what to fix.
-pub fn start(config: Arc<Config>, driver: Driver, shards: usize) -> Result<ShardSet, StartError> {
+pub fn start(
+    config: Arc<Config>,
+    driver: Driver,
+    shards: usize,
+    access_log: Option<AccessLogWriter>,
+) -> Result<ShardSet, StartError> {
     let shards = if shards == 0 {
         default_shard_count()
     } else {
@@ -248,6 +256,7 @@ pub fn start(config: Arc<Config>, driver: Driver, shards: usize) -> Result<Shard
         let config = config.clone();
         let ready_tx = ready_tx.clone();
         let uring_opts = uring_opts.clone();
+        let access_log = access_log.clone();
         let thread = thread::Builder::new()
             .name(format!("ringway-shard-{id}"))
             .spawn(move || {
@@ -268,6 +277,7 @@ pub fn start(config: Arc<Config>, driver: Driver, shards: usize) -> Result<Shard
                 rt.block_on(run_shard(
                     id,
                     multishot_accept,
+                    access_log,
                     driver,
                     config,
                     conn_limit,
@@ -426,6 +436,7 @@ impl Controller {
 async fn run_shard(
     id: usize,
     multishot_accept: bool,
+    access_log: Option<AccessLogWriter>,
     driver: Driver,
     config: Arc<Config>,
     conn_limit: usize,
@@ -460,11 +471,13 @@ async fn run_shard(
         open_conns: Cell::new(0),
         conn_limit,
         below_limit: RefCell::new(None),
+        access_log: access_log.map(ShardAccessLog::new),
     });
     let _ = ready.send(Ok(id));
     drop(ready);
 
     rio::spawn(control_loop(shard.clone(), ctl, commands));
+    rio::spawn(housekeeping(shard.clone()));
     let multishot = multishot_accept;
     let accept_loops: Vec<_> = listeners
         .into_iter()
@@ -477,6 +490,9 @@ async fn run_shard(
     let deadline = Instant::now() + config.timeouts.drain;
     while shard.open_connections() > 0 && Instant::now() < deadline {
         rio::sleep(Duration::from_millis(10)).await;
+    }
+    if let Some(log) = &shard.access_log {
+        log.flush();
     }
     if shard.open_connections() > 0 {
         tracing::warn!(
@@ -521,6 +537,21 @@ async fn accept_loop(shard: Rc<Shard>, listener: Listener, multishot: bool) {
                 tracing::warn!(shard = shard.id, "accept failed: {e}; retrying in 50ms");
                 rio::sleep(Duration::from_millis(50)).await;
             }
+        }
+    }
+}
+
+/// Once a second: closes pooled connections past their idle time and flushes the access log.
+async fn housekeeping(shard: Rc<Shard>) {
+    loop {
+        let tick = rio::sleep(Duration::from_secs(1));
+        match select(Box::pin(tick), Box::pin(shard.draining.wait())).await {
+            Either::Left(_) => {}
+            Either::Right(_) => return,
+        }
+        shard.gateway().sweep();
+        if let Some(log) = &shard.access_log {
+            log.flush();
         }
     }
 }

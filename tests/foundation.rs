@@ -38,7 +38,6 @@ both_drivers!(connections_spread_over_two_shards, |driver: &str| {
         let r = c.get("/x");
         assert_eq!(r.status, 200, "expected 200 through the proxy, got {r:?}");
     }
-    // Counted from the baseline, so nothing accepted before the test's clients is counted.
     let (s0, s1) = (accepts(0) - b0, accepts(1) - b1);
     assert_eq!(
         (s0 + s1) as usize,

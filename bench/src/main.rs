@@ -9,6 +9,7 @@ use ringway_bench::addr::Addr;
 use ringway_bench::backend::{self, BackendConfig};
 use ringway_bench::load::{self, LoadConfig};
 use ringway_bench::procfs;
+use ringway_bench::suite::{self, SuiteOptions};
 
 #[derive(Parser)]
 #[command(name = "ringway-bench", version, about = "ringway benchmark suite")]
@@ -23,6 +24,34 @@ enum Cmd {
     Backend(BackendArgs),
     /// Keepalive load generator (closed loop, or open loop with --rate), HDR latency histogram.
     Load(LoadArgs),
+    /// Benchmark suite: scenarios × targets in interleaved rounds; writes results.json, report.md, SVGs.
+    Suite(SuiteArgs),
+}
+
+#[derive(clap::Args)]
+struct SuiteArgs {
+    /// A few seconds per scenario and 1 round (under 3 minutes in all).
+    #[arg(long)]
+    quick: bool,
+    /// Output directory.
+    #[arg(long, default_value = "bench-out")]
+    out: std::path::PathBuf,
+    /// Comma-separated targets: ringway-uring, ringway-epoll, direct, nginx, haproxy (default: all).
+    #[arg(long, value_delimiter = ',')]
+    targets: Option<Vec<String>>,
+    /// Comma-separated scenarios: proxy-small, proxy-256, proxy-64k, proxy-uds, fanout-4,
+    /// pipelined, idle-10k (default: all).
+    #[arg(long, value_delimiter = ',')]
+    scenarios: Option<Vec<String>>,
+    /// Rounds (default 3, or 1 with --quick).
+    #[arg(long)]
+    rounds: Option<usize>,
+    /// ringway binary (default: target/release/ringway of this workspace, then PATH).
+    #[arg(long)]
+    ringway: Option<std::path::PathBuf>,
+    /// Measured duration per run (tests use it to stay short).
+    #[arg(long, hide = true, value_parser = parse_duration)]
+    duration: Option<Duration>,
 }
 
 #[derive(clap::Args)]
@@ -97,6 +126,16 @@ fn main() -> ExitCode {
     let res = match cli.cmd {
         Cmd::Backend(a) => run_backend(a),
         Cmd::Load(a) => run_load(a),
+        Cmd::Suite(a) => suite::run(&SuiteOptions {
+            quick: a.quick,
+            out: a.out,
+            targets: a.targets,
+            scenarios: a.scenarios,
+            rounds: a.rounds,
+            ringway: a.ringway,
+            duration: a.duration,
+        })
+        .map(|_| ()),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

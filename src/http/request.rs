@@ -171,6 +171,11 @@ impl RequestHead {
         self.framing
     }
 
+    /// The validated Content-Length, if sent (equal duplicates collapsed).
+    pub fn content_length(&self) -> Option<u64> {
+        self.facts.content_length
+    }
+
     /// Whether the client wants the connection kept open after this exchange (RFC 9112 §9.3):
     /// HTTP/1.1 unless `Connection: close`; HTTP/1.0 only with `Connection: keep-alive`.
     pub fn keep_alive(&self) -> bool {

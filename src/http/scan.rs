@@ -101,3 +101,42 @@ impl HeadScanner {
         Ok(None)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resumes_where_it_stopped_instead_of_rescanning() {
+        let head = b"GET / HTTP/1.1\r\nHost: h\r\nX-Slow: aaaaaaaaaaaaaaaa\r\n\r\n";
+        let mut scan = HeadScanner::new();
+        let mut buf = BytesMut::new();
+        let limits = Limits::default();
+        for (i, &b) in head.iter().enumerate() {
+            buf.extend_from_slice(&[b]);
+            let before = scan.scanned;
+            let found = scan.find_end(&mut buf, &limits).unwrap();
+            if i + 1 < head.len() {
+                assert_eq!(found, None);
+                // Only the new byte was looked at.
+                assert_eq!(scan.scanned, buf.len());
+                assert!(before == 0 || before + 1 == scan.scanned);
+            } else {
+                assert_eq!(found, Some(head.len()));
+            }
+        }
+    }
+
+    #[test]
+    fn leading_crlf_dropped_bare_lf_refused_rfc9112_2_2() {
+        let mut scan = HeadScanner::new();
+        let mut buf = BytesMut::from(&b"\r\n\r\nG"[..]);
+        assert_eq!(scan.find_end(&mut buf, &Limits::default()), Ok(None));
+        assert_eq!(&buf[..], b"G");
+        let mut buf = BytesMut::from(&b"\nGET"[..]);
+        assert_eq!(
+            HeadScanner::new().find_end(&mut buf, &Limits::default()),
+            Err(ErrorKind::BareLf)
+        );
+    }
+}
