@@ -218,16 +218,19 @@ pub async fn serve(
     head: RequestHead,
 ) -> (u16, ConnAfter) {
     // A request body is never read here: keep the connection only when there is none.
-    let keep = head.keep_alive()
-        && matches!(head.framing(), BodyFraming::Empty)
-        && !client.shard.is_draining();
-    let after = if keep {
-        ConnAfter::KeepAlive
-    } else {
-        ConnAfter::Close
+    let after = |client: &Client| {
+        if head.keep_alive()
+            && matches!(head.framing(), BodyFraming::Empty)
+            && !client.shard.is_draining()
+        {
+            ConnAfter::KeepAlive
+        } else {
+            ConnAfter::Close
+        }
     };
     let method = head.method();
     if !matches!(method, Method::Get | Method::Head) {
+        let after = after(client);
         let r = client
             .send_error(
                 405,
@@ -274,6 +277,8 @@ pub async fn serve(
         note_outcome(client, || "cancelled".into());
         return (499, ConnAfter::Close);
     }
+    // Decided after the calls: a drain that began meanwhile closes the connection.
+    let after = after(client);
 
     let (status, body, partial) = match failed_required {
         Some(i) => {

@@ -894,3 +894,33 @@ both_drivers!(access_log_records_the_fanout_outcome, |driver: &str| {
         );
     }
 });
+
+both_drivers!(drain_mid_fanout_answers_then_closes, |driver: &str| {
+    let (a, b) = (echo("a", 400), echo("b", 0));
+    let mut gw = start(
+        driver,
+        &[("a", a.endpoint()), ("b", b.endpoint())],
+        &format!("[route.fanout]\n{}{}", call("a", ""), call("b", "")),
+    );
+    let mut client = Client::connect(gw.addr);
+    client.send(b"GET /page HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert!(eventually(Duration::from_secs(2), || a.requests() == 1));
+    gw.signal(libc::SIGTERM);
+    let r = client
+        .read_response(false)
+        .expect("the in-flight fan-out is answered during the drain");
+    assert_eq!(r.status, 200);
+    assert_eq!(json(&r)["a"]["backend"], "a");
+    assert_eq!(
+        r.header("connection"),
+        Some("close"),
+        "a drain that began mid-fan-out closes the connection"
+    );
+    assert!(client.is_closed(Duration::from_secs(2)));
+    assert_eq!(
+        gw.wait_exit(Duration::from_secs(5)),
+        Some(0),
+        "{}",
+        gw.stderr()
+    );
+});
