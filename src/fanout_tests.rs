@@ -10,8 +10,10 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
+use super::answer::{is_json, json_string};
 use super::*;
 use crate::config::{CallConfig, FanoutConfig, PoolConfig, UpstreamConfig};
+use crate::http::{HeadScanner, Status};
 use crate::io::{Driver, Runtime};
 use crate::upstream::Endpoint;
 use crate::upstream::pool::Pool;
