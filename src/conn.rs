@@ -5,6 +5,10 @@
 //! deadline for a whole head (408 + close), the `client_idle` keepalive timeout (silent close), and
 //! the gateway's own error responses (DESIGN.md "Errors the gateway itself sends").
 //!
+//! `client_idle` also bounds every body read and response write on the connection: a client that
+//! stalls mid-body (408 + close) or stops reading its response (close with RST) never holds a
+//! task and a backend connection for longer than that.
+//!
 //! This module never copies a body: it hands the read buffer to `proxy`/`fanout`, which split
 //! bodies off it.
 
@@ -43,6 +47,8 @@ pub struct Client {
     pub scratch: BytesMut,
     /// What the current request did, for the access log; reset per request.
     pub notes: RequestNotes,
+    /// A [`Client::read_more`] gave up after `client_idle` without a byte (a stalled body).
+    pub read_timed_out: bool,
 }
 
 /// Facts about the current request that only the proxy / fan-out know, for the access log.
@@ -57,11 +63,34 @@ pub struct RequestNotes {
 }
 
 impl Client {
-    /// Reads more bytes from the client into `buf`. Returns the count (0 = EOF).
+    /// Reads more bytes from the client into `buf` (a request body). Returns the count (0 = EOF).
+    ///
+    /// A client that sends nothing for `client_idle` is given up on: a stalled body must not
+    /// hold a backend connection forever (slow-body attacks).
     ///
     /// # Errors
-    /// The I/O error.
+    /// The I/O error, or [`std::io::ErrorKind::TimedOut`] after `client_idle` without a byte
+    /// (then [`Client::read_timed_out`] is set).
+    ///
+    /// # Cancellation
+    /// On timeout the read is cancelled and bytes it may have taken are lost: the caller must
+    /// close the connection (it does: every error here ends the exchange with `Close`).
     pub async fn read_more(&mut self) -> std::io::Result<usize> {
+        let idle = self.shard.gateway().config.timeouts.client_idle;
+        match io::timeout(idle, self.read_raw()).await {
+            Ok(r) => r,
+            Err(_) => {
+                self.read_timed_out = true;
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "client sent nothing for client_idle",
+                ))
+            }
+        }
+    }
+
+    /// One read into `buf`, no deadline (the caller sets one).
+    async fn read_raw(&mut self) -> std::io::Result<usize> {
         if self.buf.capacity() - self.buf.len() < 1024 {
             self.buf.reserve(READ_BUF_INITIAL.max(self.buf.len()));
         }
@@ -73,20 +102,50 @@ impl Client {
 
     /// Writes `buf` to the client, counting it for the access log.
     ///
+    /// The write must complete within `client_idle` (see [`Client::write_vectored_all`]).
+    ///
     /// # Errors
-    /// The write error.
+    /// The write error, or [`std::io::ErrorKind::TimedOut`].
     pub async fn write_all(&mut self, buf: Bytes) -> std::io::Result<()> {
         self.notes.bytes_sent += buf.len() as u64;
-        self.stream.write_all(buf).await
+        let idle = self.shard.gateway().config.timeouts.client_idle;
+        let res = io::timeout(idle, self.stream.write_all(buf)).await;
+        self.write_outcome(res)
     }
 
     /// Writes `bufs` to the client with one vectored write, counting them for the access log.
     ///
+    /// The whole write must complete within `client_idle`: a client that stops reading would
+    /// otherwise park this task (and the backend connection it holds) forever once the socket
+    /// buffers are full. Memory is bounded by the callers (at most one read-ahead window per
+    /// write), time by this deadline; a client reading less than one window per `client_idle`
+    /// is cut.
+    ///
     /// # Errors
-    /// The write error.
+    /// The write error, or [`std::io::ErrorKind::TimedOut`]; after a timeout the connection is
+    /// closed with a RST so the client cannot mistake the truncation for a complete response.
     pub async fn write_vectored_all(&mut self, bufs: Vec<Bytes>) -> std::io::Result<()> {
         self.notes.bytes_sent += bufs.iter().map(|b| b.len() as u64).sum::<u64>();
-        self.stream.write_vectored_all(bufs).await
+        let idle = self.shard.gateway().config.timeouts.client_idle;
+        let res = io::timeout(idle, self.stream.write_vectored_all(bufs)).await;
+        self.write_outcome(res)
+    }
+
+    /// Maps a timed write's result; a timed-out write resets the connection on close.
+    fn write_outcome(
+        &mut self,
+        res: Result<std::io::Result<()>, io::Elapsed>,
+    ) -> std::io::Result<()> {
+        match res {
+            Ok(r) => r,
+            Err(_) => {
+                self.stream.set_reset_on_close();
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "client read nothing for client_idle",
+                ))
+            }
+        }
     }
 
     /// Takes the scratch buffer's contents as `Bytes` (the buffer's spare capacity is kept for
@@ -136,9 +195,14 @@ impl Client {
         }
         out.put_slice(b"\r\n\r\n");
         let head = self.take_scratch();
-        self.stream
-            .write_vectored_all(vec![head, body.freeze()])
-            .await
+        self.notes.bytes_sent += (head.len() + body.len()) as u64;
+        let idle = self.shard.gateway().config.timeouts.client_idle;
+        let res = io::timeout(
+            idle,
+            self.stream.write_vectored_all(vec![head, body.freeze()]),
+        )
+        .await;
+        self.write_outcome(res)
     }
 }
 
@@ -199,6 +263,7 @@ pub async fn serve(shard: Rc<Shard>, stream: Stream, peer: Option<SocketAddr>) {
         shard,
         scratch: BytesMut::new(),
         notes: RequestNotes::default(),
+        read_timed_out: false,
     };
     let mut log_line: Vec<u8> = Vec::new();
     let mut scanner = HeadScanner::new();
@@ -209,31 +274,11 @@ pub async fn serve(shard: Rc<Shard>, stream: Stream, peer: Option<SocketAddr>) {
             Ok(h) => h,
             Err(NoHead::Quiet) => return,
             Err(NoHead::Timeout) => {
-                let _ = client
-                    .send_error(408, "request_timeout", None, ConnAfter::Close, &[])
-                    .await;
+                answer_without_head(&mut client, 408, "request_timeout").await;
                 return;
             }
             Err(NoHead::Invalid(e)) => {
-                let status = e.status();
-                client.notes = RequestNotes::default();
-                let _ = client
-                    .send_error(status, e.reason(), None, ConnAfter::Close, &[])
-                    .await;
-                client.shard.metrics.request("", status, Duration::ZERO);
-                if let Some(log) = &client.shard.access_log {
-                    log.log(&Entry {
-                        client: client.ip,
-                        method: b"-",
-                        target: b"-",
-                        status,
-                        bytes: client.notes.bytes_sent,
-                        duration: Duration::ZERO,
-                        route: None,
-                        upstream: None,
-                        fanout: None,
-                    });
-                }
+                answer_without_head(&mut client, e.status(), e.reason()).await;
                 return;
             }
         };
@@ -248,7 +293,14 @@ pub async fn serve(shard: Rc<Shard>, stream: Stream, peer: Option<SocketAddr>) {
             log_line.push(b' ');
             log_line.extend_from_slice(head.target());
         }
-        let (label, status, after) = dispatch(&mut client, &gw, head).await;
+        let (label, mut status, after) = dispatch(&mut client, &gw, head).await;
+        if status == 0 && client.read_timed_out && client.notes.bytes_sent == 0 {
+            // The body stalled past client_idle and nothing was answered yet: say so.
+            let _ = client
+                .send_error(408, "request_timeout", None, ConnAfter::Close, &[])
+                .await;
+            status = 408;
+        }
         let took = started.elapsed();
         client
             .shard
@@ -276,6 +328,29 @@ pub async fn serve(shard: Rc<Shard>, stream: Stream, peer: Option<SocketAddr>) {
         if after == ConnAfter::Close {
             return;
         }
+    }
+}
+
+/// Answers a head that never became a request (malformed: 4xx/5xx; too slow: 408) and counts it
+/// in the metrics and the access log like any other response. The caller then closes.
+async fn answer_without_head(client: &mut Client, status: u16, code: &str) {
+    client.notes = RequestNotes::default();
+    let _ = client
+        .send_error(status, code, None, ConnAfter::Close, &[])
+        .await;
+    client.shard.metrics.request("", status, Duration::ZERO);
+    if let Some(log) = &client.shard.access_log {
+        log.log(&Entry {
+            client: client.ip,
+            method: b"-",
+            target: b"-",
+            status,
+            bytes: client.notes.bytes_sent,
+            duration: Duration::ZERO,
+            route: None,
+            upstream: None,
+            fanout: None,
+        });
     }
 }
 
@@ -346,7 +421,7 @@ async fn read_head(
             }
         }
         let read = match head_deadline {
-            Some(deadline) => match io::timeout_at(deadline, client.read_more()).await {
+            Some(deadline) => match io::timeout_at(deadline, client.read_raw()).await {
                 Ok(r) => r,
                 Err(_) => return Err(NoHead::Timeout),
             },
@@ -360,7 +435,7 @@ async fn read_head(
                     t.client_idle
                 };
                 let drain = client.shard.draining.wait();
-                let wait = io::timeout(idle, client.read_more());
+                let wait = io::timeout(idle, client.read_raw());
                 match select(Box::pin(wait), Box::pin(drain)).await {
                     Either::Left((Ok(r), _)) => r,
                     Either::Left((Err(_), _)) | Either::Right(_) => return Err(NoHead::Quiet),

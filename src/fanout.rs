@@ -320,10 +320,11 @@ pub async fn serve(
     );
     let head_bytes = client.take_scratch();
     let head_only = method == Method::Head;
-    // Counted as `Client::write_vectored_all` does; the write itself goes through the stream so
-    // that it can be batched (see `write_answer`).
+    // Counted, and bounded by `client_idle`, as `Client::write_vectored_all` does; the write
+    // goes through the stream so that it can be batched (see `write_answer`).
     client.notes.bytes_sent += (head_bytes.len() + if head_only { 0 } else { len }) as u64;
-    let r = write_answer(&mut client.stream, head_bytes, body, head_only).await;
+    let idle = gw.config.timeouts.client_idle;
+    let r = write_answer(&mut client.stream, head_bytes, body, head_only, idle).await;
     (status, if r.is_ok() { after } else { ConnAfter::Close })
 }
 

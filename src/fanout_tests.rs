@@ -367,9 +367,15 @@ fn run_fanout(
         };
         let (body, _) = assemble(plan, &results);
         let written_ptrs: Vec<usize> = body.iter().map(|b| b.as_ptr() as usize).collect();
-        write_answer(&mut stream, Bytes::new(), body, false)
-            .await
-            .unwrap();
+        write_answer(
+            &mut stream,
+            Bytes::new(),
+            body,
+            false,
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
         // The write hook saw exactly the assembled pieces (empty ones are skipped on the wire).
         let seen: Vec<usize> =
             audit::WRITTEN.with(|w| w.borrow().iter().map(|r| r.start).collect());

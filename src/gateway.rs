@@ -85,13 +85,4 @@ impl Gateway {
             .find(|m| m.pool.same_settings(ep, cfg, connect_timeout))
             .map(|m| m.pool.clone())
     }
-
-    /// Closes idle connections past their time, in every pool.
-    pub fn sweep(&self) {
-        for g in &self.upstreams {
-            for m in g.members() {
-                m.pool.sweep();
-            }
-        }
-    }
 }

@@ -1,14 +1,24 @@
 //! Forwarding one request to one upstream endpoint over a pooled keepalive connection.
 //!
-//! Phases, each a small function: pick endpoint → checkout → send head and body → receive the
-//! response head → relay head and body to the client → check the connection back in.
+//! Phases, each a small function: pick endpoint → checkout → send head and body
+//! ([`send_request`], [`stream_request_body`]) → receive the response head
+//! ([`read_response_head`], 1xx handled there) → relay head and body to the client
+//! ([`relay_body`]) or tunnel after a `101` → check the connection back in.
 //!
 //! Bodies are never copied: the `Bytes` split off one side's read buffer is the `Bytes` written to
-//! the other side. The only copy is the rewritten head.
+//! the other side, one read's worth at a time, so memory per connection is bounded by the read
+//! buffers whatever the body size. The only copy is the rewritten head. (The unit test at the end
+//! proves it with pointer checks on both drivers.)
 //!
 //! Retry rule (DESIGN.md): a request that fails on a *reused* connection before any response byte
-//! arrived is retried once on a fresh connection if it is idempotent or its body was fully
-//! buffered and never streamed. A connect failure (nothing sent) moves on to the next endpoint.
+//! arrived is retried once on a fresh connection if it is idempotent, or if it was never written
+//! (the write itself failed); in both cases only when the whole request is still in hand (its body
+//! was buffered, not streamed). A connect failure (nothing sent) moves on to the next endpoint.
+//! Nothing else is ever retried.
+//!
+//! What this module must never do: hand a backend connection back to its pool unless the
+//! exchange completed cleanly with no byte left over, or fake the end of a response the backend
+//! truncated.
 
 use std::io;
 use std::time::{Duration, Instant};
@@ -18,19 +28,23 @@ use bytes::{Bytes, BytesMut};
 use crate::conn::{Client, ConnAfter};
 use crate::gateway::Gateway;
 use crate::http::{
-    self, BodyDecoder, BodyFraming, HeadScanner, HttpError, Limits, RequestHead, ResponseHead,
-    Status, Version,
+    self, BodyDecoder, BodyFraming, BodyMode, ErrorKind, HeadScanner, HttpError, Interim, Limits,
+    RequestHead, ResponseHead, Status,
 };
-use crate::io as rio;
+use crate::io::{self as rio, Stream};
 use crate::metrics::UpstreamOutcome;
 use crate::upstream::{CheckoutError, PooledConn, UpstreamGroup};
 
-/// Size of a backend connection's read buffer.
+/// Size of a backend connection's read buffer (and the most a response body read takes at once).
 const UPSTREAM_READ_BUF: usize = 16 * 1024;
 
-/// Most bytes of body read ahead from either side before they are written out: bounds memory per
-/// connection when one side is faster than the other.
-const MAX_BUFFERED_BODY: usize = 256 * 1024;
+/// Spare room made in the client's read buffer before each read of a streamed request body:
+/// big enough that a large upload is not relayed in 4 KiB steps, small enough to bound memory.
+const CLIENT_BODY_READ: usize = 32 * 1024;
+
+/// Most 1xx heads accepted before the final response: a backend sending endless interim responses
+/// is broken (502), not something to relay forever.
+const MAX_INTERIM_HEADS: usize = 16;
 
 /// How one upstream attempt failed.
 #[derive(Debug)]
@@ -43,8 +57,6 @@ enum Failure {
     Timeout,
     /// The backend's bytes were not valid HTTP: 502.
     BadResponse(HttpError),
-    /// The client went away or sent something invalid mid-body: no answer possible or needed.
-    Client(Option<HttpError>),
 }
 
 impl Failure {
@@ -54,13 +66,36 @@ impl Failure {
             Failure::Error(_) => (502, "upstream_error", UpstreamOutcome::Error),
             Failure::Timeout => (504, "upstream_timeout", UpstreamOutcome::Timeout),
             Failure::BadResponse(_) => (502, "upstream_bad_response", UpstreamOutcome::BadResponse),
-            Failure::Client(_) => (400, "bad_request", UpstreamOutcome::Error),
         }
     }
 }
 
+/// Why streaming the request body stopped early.
+enum BodyFailure {
+    /// The backend side failed (write error or timeout): answer like any upstream failure.
+    Upstream(Failure),
+    /// The client sent an invalid or oversized body: answer its status and close.
+    ClientInvalid(HttpError),
+    /// The client went away or stalled: nobody to answer.
+    ClientGone,
+}
+
+/// The per-operation time limits of one exchange.
+#[derive(Clone, Copy, Debug)]
+struct Deadlines {
+    /// Each read from / write to the client (`client_idle`).
+    client: Duration,
+    /// The response head after the request was sent, each body read, each backend write
+    /// (`upstream_response`).
+    upstream: Duration,
+}
+
 /// Forwards `head` (and its body from `client.buf` / the client stream) to `group`, relays the
 /// answer. Returns the status sent to the client and what happens to the client connection.
+///
+/// After an upstream failure the gateway answers 502/503/504 and keeps the client connection when
+/// the request body was read whole (like nginx); otherwise the unread body leaves closing as the
+/// only safe framing.
 pub async fn forward(
     client: &mut Client,
     gw: &Gateway,
@@ -68,6 +103,10 @@ pub async fn forward(
     head: RequestHead,
 ) -> (u16, ConnAfter) {
     let limits = &gw.config.limits;
+    let times = Deadlines {
+        client: gw.config.timeouts.client_idle,
+        upstream: gw.config.timeouts.upstream_response,
+    };
     let framing = head.framing();
     if let BodyFraming::ContentLength(n) = framing
         && n > limits.max_body_bytes
@@ -77,54 +116,38 @@ pub async fn forward(
             .await;
         return (413, ConnAfter::Close);
     }
-    // Answer `Expect: 100-continue` ourselves (the Expect header is then not forwarded), unless
-    // the body is already here.
+    // Answer `Expect: 100-continue` ourselves once a backend connection is in hand (the Expect
+    // header is then not forwarded), unless the body is already here.
     let answer_continue =
         head.expects_continue() && framing != BodyFraming::Empty && client.buf.is_empty();
-    if answer_continue
-        && client
-            .stream
-            .write_all(Bytes::from_static(b"HTTP/1.1 100 Continue\r\n\r\n"))
-            .await
-            .is_err()
-    {
-        return (0, ConnAfter::Close);
-    }
 
     // Take what of the body is already buffered; if that is all of it, the request can be resent.
     let mut body = BodyDecoder::new(framing).with_limit(limits.max_body_bytes);
     let mut body_parts: Vec<Bytes> = Vec::new();
-    let mut body_seen: u64 = 0;
-    if let Err(e) = take_buffered_body(&mut body, &mut client.buf, &mut body_parts, &mut body_seen)
-    {
+    if let Err(e) = take_buffered_body(&mut body, &mut client.buf, &mut body_parts) {
         return client_error(client, e).await;
     }
-    if body_seen > limits.max_body_bytes {
-        let _ = client
-            .send_error(413, "body_too_large", None, ConnAfter::Close, &[])
-            .await;
-        return (413, ConnAfter::Close);
-    }
-    let body_complete = body.is_done() || framing == BodyFraming::Empty;
-    let retryable = head.is_idempotent() || body_complete;
+    let body_complete = body.is_done();
 
     let mut fwd = http::Forwarded::new(client.ip, group.name.as_bytes());
     fwd.answered_continue = answer_continue;
+    fwd.tunnel = head.upgrade().is_some();
     client.scratch.clear();
     http::write_forward_request_head(&mut client.scratch, &head, &fwd);
     let req_head = client.take_scratch();
 
     let mut tried: Vec<usize> = Vec::new();
     let mut stale_retry_used = false;
-    let mut fresh_only = false;
+    let mut continue_sent = false;
+    // Bounded: each pass either returns or adds to `tried` (at most one pass per endpoint) or
+    // uses the single stale-connection retry.
     loop {
         let Some((idx, inflight)) = group.pick(&tried) else {
-            let f = Failure::Unavailable;
-            return fail(client, gw, group, f).await;
+            return fail(client, group, &head, &body, Failure::Unavailable).await;
         };
         let pool = inflight.member().pool.clone();
         client.notes.upstream = Some(pool.clone());
-        let checkout = if fresh_only {
+        let checkout = if stale_retry_used {
             pool.checkout_fresh().await
         } else {
             pool.checkout().await
@@ -132,7 +155,7 @@ pub async fn forward(
         let mut conn = match checkout {
             Ok(c) => c,
             Err(CheckoutError::Exhausted) => {
-                return fail(client, gw, group, Failure::Unavailable).await;
+                return fail(client, group, &head, &body, Failure::Unavailable).await;
             }
             Err(e) => {
                 group.report_failure(idx);
@@ -142,104 +165,97 @@ pub async fn forward(
                     CheckoutError::Exhausted => Failure::Unavailable,
                 };
                 tracing::debug!(upstream = %group.name, endpoint = %pool.endpoint(), "connect failed: {f:?}");
-                gw_metrics(client, group, &f);
                 tried.push(idx);
                 // Nothing was sent: another endpoint may take it.
                 if tried.len() < group.members().len() {
+                    count(client, group, &f);
                     continue;
                 }
-                return fail(client, gw, group, f).await;
+                return fail(client, group, &head, &body, f).await;
             }
         };
 
-        // Send head + buffered body in one vectored write.
-        let mut out = Vec::with_capacity(1 + body_parts.len());
-        out.push(req_head.clone());
-        out.extend(body_parts.iter().cloned());
-        let sent = conn.stream().write_vectored_all(out).await;
-        if let Err(e) = sent {
-            if conn.is_reused() && !stale_retry_used && retryable {
-                stale_retry_used = true;
-                fresh_only = true;
-                continue;
-            }
-            group.report_failure(idx);
-            return fail(client, gw, group, Failure::Error(e)).await;
-        }
-        if !body_complete {
-            // Stream the rest of the body; from here on the request cannot be resent.
-            if let Err(f) = stream_request_body(
-                client,
-                &mut conn,
-                &mut body,
-                limits.max_body_bytes,
-                body_seen,
+        if answer_continue && !continue_sent {
+            continue_sent = true;
+            let sent = rio::timeout(
+                times.client,
+                client.write_all(Bytes::from_static(b"HTTP/1.1 100 Continue\r\n\r\n")),
             )
-            .await
-            {
-                if let Failure::Client(Some(e)) = &f {
-                    return client_error(client, *e).await;
-                }
-                if matches!(f, Failure::Client(None)) {
-                    return (0, ConnAfter::Close);
-                }
-                if let Failure::Client(_) = f {
-                    return (0, ConnAfter::Close);
-                }
-                group.report_failure(idx);
-                return fail(client, gw, group, f).await;
+            .await;
+            if !matches!(sent, Ok(Ok(()))) {
+                return (0, ConnAfter::Close);
             }
         }
 
-        let timeouts = &gw.config.timeouts;
+        // Send head + buffered body in one vectored write.
+        if let Err(f) = send_request(&mut conn, &req_head, &body_parts, times.upstream).await {
+            // Never written (the write failed): safe to resend if we still hold all of it.
+            if conn.is_reused() && !stale_retry_used && body_complete {
+                tracing::debug!(upstream = %group.name, "stale pooled connection on write; retrying on a fresh one");
+                stale_retry_used = true;
+                continue;
+            }
+            group.report_failure(idx);
+            return fail(client, group, &head, &body, f).await;
+        }
+        if !body.is_done() {
+            // Stream the rest of the body; from here on the request cannot be resent.
+            match stream_request_body(client, &mut conn, &mut body, times).await {
+                Ok(()) => {}
+                Err(BodyFailure::ClientInvalid(e)) => return client_error(client, e).await,
+                Err(BodyFailure::ClientGone) => return (0, ConnAfter::Close),
+                Err(BodyFailure::Upstream(f)) => {
+                    group.report_failure(idx);
+                    return fail(client, group, &head, &body, f).await;
+                }
+            }
+        }
+
         let resp_limits = Limits {
             max_head_bytes: limits.max_head_bytes.max(16 * 1024),
             max_headers: limits.max_headers,
         };
         let mut ubuf = BytesMut::with_capacity(UPSTREAM_READ_BUF);
         let resp = match read_response_head(
-            client,
-            &mut conn,
+            &mut client.stream,
+            &mut client.notes.bytes_sent,
+            &mut client.scratch,
+            conn.stream(),
             &mut ubuf,
             &head,
+            continue_sent,
             &resp_limits,
-            timeouts.upstream_response,
+            times,
         )
         .await
         {
             Ok(r) => r,
             Err(ReadHeadError::Stale(e)) => {
-                if conn.is_reused() && !stale_retry_used && retryable {
+                if conn.is_reused() && !stale_retry_used && body_complete && head.is_idempotent() {
+                    tracing::debug!(upstream = %group.name, "stale pooled connection: {e}; retrying on a fresh one");
                     stale_retry_used = true;
-                    fresh_only = true;
                     continue;
                 }
                 group.report_failure(idx);
-                return fail(client, gw, group, Failure::Error(e)).await;
+                return fail(client, group, &head, &body, Failure::Error(e)).await;
             }
             Err(ReadHeadError::Fail(f)) => {
-                if !matches!(f, Failure::Client(_)) {
-                    group.report_failure(idx);
-                }
-                if let Failure::Client(_) = f {
-                    return (0, ConnAfter::Close);
-                }
-                return fail(client, gw, group, f).await;
+                group.report_failure(idx);
+                return fail(client, group, &head, &body, f).await;
             }
+            Err(ReadHeadError::ClientGone) => return (0, ConnAfter::Close),
         };
         group.report_success(idx);
         let status = resp.status();
-        let result = relay_response(client, gw, conn, ubuf, &head, resp).await;
+        let (after, clean) = relay_response(client, gw, conn, ubuf, &head, resp, times).await;
         drop(inflight);
-        client.shard.metrics.upstream(
-            &group.name,
-            if result.1 {
-                UpstreamOutcome::Ok
-            } else {
-                UpstreamOutcome::Error
-            },
-        );
-        return (status, result.0);
+        let outcome = if clean {
+            UpstreamOutcome::Ok
+        } else {
+            UpstreamOutcome::Error
+        };
+        client.shard.metrics.upstream(&group.name, outcome);
+        return (status, after);
     }
 }
 
@@ -248,18 +264,32 @@ fn take_buffered_body(
     body: &mut BodyDecoder,
     buf: &mut BytesMut,
     parts: &mut Vec<Bytes>,
-    seen: &mut u64,
 ) -> Result<(), HttpError> {
+    // Bounded: each pass takes at least one byte off `buf` or stops.
     while !body.is_done() {
         match body.next_raw(buf)? {
-            Some(b) => {
-                *seen += b.len() as u64;
-                parts.push(b);
-            }
+            Some(b) => parts.push(b),
             None => break,
         }
     }
     Ok(())
+}
+
+/// Writes the request head and the buffered body to the backend in one vectored write.
+async fn send_request(
+    conn: &mut PooledConn,
+    req_head: &Bytes,
+    body_parts: &[Bytes],
+    limit: Duration,
+) -> Result<(), Failure> {
+    let mut out = Vec::with_capacity(1 + body_parts.len());
+    out.push(req_head.clone());
+    out.extend(body_parts.iter().cloned());
+    match rio::timeout(limit, conn.stream().write_vectored_all(out)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(Failure::Error(e)),
+        Err(_) => Err(Failure::Timeout),
+    }
 }
 
 /// Reads the rest of the request body from the client and writes it to the backend, piece by
@@ -268,103 +298,151 @@ async fn stream_request_body(
     client: &mut Client,
     conn: &mut PooledConn,
     body: &mut BodyDecoder,
-    max_body: u64,
-    mut seen: u64,
-) -> Result<(), Failure> {
+    times: Deadlines,
+) -> Result<(), BodyFailure> {
+    // Bounded: every pass reads at least one byte within `client_idle`, and the decoder's limit
+    // (`max_body_bytes`) caps the total.
     while !body.is_done() {
+        if client.buf.capacity() - client.buf.len() < CLIENT_BODY_READ / 2 {
+            client.buf.reserve(CLIENT_BODY_READ);
+        }
+        // `read_more` is bounded by `client_idle` itself and marks the timeout, so the
+        // connection loop answers 408; a second, equal timer here would race it.
         match client.read_more().await {
-            Ok(0) | Err(_) => return Err(Failure::Client(None)),
-            Ok(_) => {}
+            Ok(n) if n > 0 => {}
+            _ => return Err(BodyFailure::ClientGone),
         }
         let mut parts = Vec::new();
-        take_buffered_body(body, &mut client.buf, &mut parts, &mut seen)
-            .map_err(|e| Failure::Client(Some(e)))?;
-        if seen > max_body {
-            return Err(Failure::Client(Some(HttpError::client(
-                http::ErrorKind::BodyTooLarge,
-            ))));
-        }
+        take_buffered_body(body, &mut client.buf, &mut parts)
+            .map_err(BodyFailure::ClientInvalid)?;
         if !parts.is_empty() {
-            conn.stream()
-                .write_vectored_all(parts)
-                .await
-                .map_err(Failure::Error)?;
+            match rio::timeout(times.upstream, conn.stream().write_vectored_all(parts)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(BodyFailure::Upstream(Failure::Error(e))),
+                Err(_) => return Err(BodyFailure::Upstream(Failure::Timeout)),
+            }
         }
     }
     Ok(())
 }
 
+/// How reading the response head failed.
 enum ReadHeadError {
     /// The connection closed or reset before any response byte: maybe a stale pooled connection.
     Stale(io::Error),
+    /// Any other upstream failure (after some bytes, timeout, malformed head).
     Fail(Failure),
+    /// Forwarding a 1xx to the client failed: the client is gone.
+    ClientGone,
 }
 
-/// Reads the final response head; forwards 103 Early Hints and skips 100 Continue on the way.
+/// Reads the backend's final response head (or the `101` that starts a tunnel) into `ubuf`.
+///
+/// Interim responses follow RFC 9110 §15.2 ([`ResponseHead::interim`]): forwarded to an
+/// HTTP/1.1 client (rewritten like any head), dropped for an HTTP/1.0 client and for a `100` the
+/// gateway already sent itself; a `101` the client did not ask for is a bad response. The whole
+/// head must arrive within `upstream_response`.
+#[allow(clippy::too_many_arguments)]
 async fn read_response_head(
-    client: &mut Client,
-    conn: &mut PooledConn,
+    client: &mut Stream,
+    sent: &mut u64,
+    scratch: &mut BytesMut,
+    upstream: &mut Stream,
     ubuf: &mut BytesMut,
     req: &RequestHead,
+    sent_continue: bool,
     limits: &Limits,
-    limit: Duration,
+    times: Deadlines,
 ) -> Result<ResponseHead, ReadHeadError> {
     let mut scanner = HeadScanner::new();
     let mut got_any = false;
-    let deadline = Instant::now() + limit;
+    let mut interim = 0usize;
+    let deadline = Instant::now() + times.upstream;
+    // Bounded: every pass parses a head, or reads at least one byte before `deadline`.
     loop {
         if !ubuf.is_empty() {
             match http::parse_response_head(ubuf, &mut scanner, limits, req.method()) {
                 Ok(Status::Complete(resp)) => {
-                    if resp.is_informational() && resp.status() != 101 {
-                        scanner.reset();
-                        if resp.status() == 103 && req.version() == Version::Http11 {
-                            let _ = client.write_all(resp.as_bytes().clone()).await;
+                    match resp.interim(req.version(), req.upgrade().is_some(), sent_continue) {
+                        Interim::Final | Interim::SwitchProtocols => return Ok(resp),
+                        Interim::Unexpected => {
+                            return Err(ReadHeadError::Fail(Failure::BadResponse(
+                                HttpError::upstream(ErrorKind::InvalidStatus),
+                            )));
                         }
-                        continue;
+                        Interim::Skip => {}
+                        Interim::Forward => {
+                            scratch.clear();
+                            http::write_forward_response_head(scratch, &resp, req.version(), true);
+                            let out = scratch.split().freeze();
+                            *sent += out.len() as u64;
+                            match rio::timeout(times.client, client.write_all(out)).await {
+                                Ok(Ok(())) => {}
+                                _ => return Err(ReadHeadError::ClientGone),
+                            }
+                        }
                     }
-                    return Ok(resp);
+                    interim += 1;
+                    if interim > MAX_INTERIM_HEADS {
+                        return Err(ReadHeadError::Fail(Failure::BadResponse(
+                            HttpError::upstream(ErrorKind::InvalidStatus),
+                        )));
+                    }
+                    scanner.reset();
+                    continue;
                 }
                 Ok(Status::Partial) => {}
                 Err(e) => return Err(ReadHeadError::Fail(Failure::BadResponse(e))),
             }
         }
-        if ubuf.capacity() - ubuf.len() < 1024 {
-            ubuf.reserve(UPSTREAM_READ_BUF);
-        }
-        let buf = std::mem::take(ubuf);
-        let read = rio::timeout_at(deadline, conn.stream().read(buf)).await;
-        let (res, buf) = match read {
+        let limit = deadline.saturating_duration_since(Instant::now());
+        let res = match read_upstream(upstream, ubuf, limit).await {
             Ok(r) => r,
             Err(_) => return Err(ReadHeadError::Fail(Failure::Timeout)),
         };
-        *ubuf = buf;
-        match res {
-            Ok(0) => {
-                let e = io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "backend closed before responding",
-                );
-                return Err(if got_any {
-                    ReadHeadError::Fail(Failure::Error(e))
-                } else {
-                    ReadHeadError::Stale(e)
-                });
+        let e = match res {
+            Ok(0) => io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "backend closed before responding",
+            ),
+            Ok(_) => {
+                got_any = true;
+                continue;
             }
-            Err(e) => {
-                return Err(if got_any {
-                    ReadHeadError::Fail(Failure::Error(e))
-                } else {
-                    ReadHeadError::Stale(e)
-                });
-            }
-            Ok(_) => got_any = true,
-        }
+            Err(e) => e,
+        };
+        return Err(if got_any {
+            ReadHeadError::Fail(Failure::Error(e))
+        } else {
+            ReadHeadError::Stale(e)
+        });
     }
 }
 
-/// Sends the response head and streams its body to the client. Returns what happens to the client
-/// connection and whether the exchange completed cleanly (for metrics).
+/// One read from the backend into the spare capacity of `ubuf`, within `limit`.
+async fn read_upstream(
+    upstream: &mut Stream,
+    ubuf: &mut BytesMut,
+    limit: Duration,
+) -> Result<io::Result<usize>, rio::Elapsed> {
+    if ubuf.capacity() - ubuf.len() < 1024 {
+        // Reclaims the front of the allocation once the pieces written earlier are dropped.
+        ubuf.reserve(UPSTREAM_READ_BUF);
+    }
+    let buf = std::mem::take(ubuf);
+    // On timeout the buffer goes with the cancelled read and `ubuf` stays empty: the connection
+    // is closed after any timeout anyway (a cancelled read may have consumed bytes).
+    let (res, buf) = rio::timeout(limit, upstream.read(buf)).await?;
+    audit::read(&buf);
+    *ubuf = buf;
+    Ok(res)
+}
+
+/// Sends the response head and streams its body to the client, or tunnels after a `101`.
+/// Returns what happens to the client connection and whether the exchange completed cleanly.
+///
+/// The backend connection goes back to its pool only when the body ended cleanly, the backend
+/// allows reuse, and no byte beyond the response was read (honouring `Keep-Alive: timeout=`).
 async fn relay_response(
     client: &mut Client,
     gw: &Gateway,
@@ -372,133 +450,198 @@ async fn relay_response(
     mut ubuf: BytesMut,
     req: &RequestHead,
     resp: ResponseHead,
+    times: Deadlines,
 ) -> (ConnAfter, bool) {
-    let framing = resp.framing();
     let keep_client = req.keep_alive() && !client.shard.is_draining();
     client.scratch.clear();
     let plan =
         http::write_forward_response_head(&mut client.scratch, &resp, req.version(), keep_client);
     let head_bytes = client.take_scratch();
-    let dechunk = plan.body == http::BodyMode::Decoded;
-    let after = plan.client_conn;
 
-    let mut decoder = BodyDecoder::for_response(framing);
-    let mut parts = vec![head_bytes];
-    let idle = gw.config.timeouts.upstream_response;
-    loop {
-        let mut buffered = 0usize;
-        let take = if dechunk {
-            pull_data(&mut decoder, &mut ubuf, &mut parts, &mut buffered)
-        } else {
-            pull_raw(&mut decoder, &mut ubuf, &mut parts, &mut buffered)
-        };
-        if let Err(e) = take {
-            tracing::debug!("bad response body from upstream: {e}");
-            let _ = client.write_vectored_all(parts).await;
-            client.stream.set_reset_on_close();
-            return (ConnAfter::Close, false);
-        }
-        if decoder.is_done() || plan.body == http::BodyMode::None {
-            if client.write_vectored_all(parts).await.is_err() {
-                return (ConnAfter::Close, false);
-            }
-            // Clean end: the backend connection may go back to the pool if nothing extra arrived.
+    if resp.status() == 101 {
+        // `read_response_head` only lets a 101 through when the client asked to upgrade.
+        let linger = gw.config.timeouts.client_idle;
+        let leftover_client = client.buf.split().freeze();
+        let ok = tunnel(
+            &mut client.stream,
+            &mut client.notes.bytes_sent,
+            conn.stream(),
+            vec![head_bytes, ubuf.split().freeze()],
+            leftover_client,
+            linger,
+        )
+        .await;
+        return (ConnAfter::Close, ok);
+    }
+
+    let mut decoder = BodyDecoder::for_response(resp.framing());
+    let end = relay_body(
+        &mut client.stream,
+        &mut client.notes.bytes_sent,
+        conn.stream(),
+        &mut ubuf,
+        &mut decoder,
+        plan.body,
+        head_bytes,
+        times,
+    )
+    .await;
+    match end {
+        BodyEnd::Complete => {
             if resp.keep_alive() && ubuf.is_empty() {
                 conn.release_reusable(resp.keep_alive_timeout().map(Duration::from_secs));
             }
-            return (after, true);
+            (plan.client_conn, true)
         }
-        if !parts.is_empty() && (buffered >= MAX_BUFFERED_BODY || ubuf.is_empty()) {
-            let out = std::mem::take(&mut parts);
-            if client.write_vectored_all(out).await.is_err() {
-                return (ConnAfter::Close, false);
-            }
+        BodyEnd::Truncated => {
+            // The client must not mistake what it got for the whole response: with a RST it
+            // cannot, whatever the framing (a de-chunked HTTP/1.0 body would otherwise end at a
+            // plain FIN that looks like a complete until-close body).
+            client.stream.set_reset_on_close();
+            (ConnAfter::Close, false)
         }
-        if ubuf.capacity() - ubuf.len() < 1024 {
-            ubuf.reserve(UPSTREAM_READ_BUF);
+        BodyEnd::ClientGone => (ConnAfter::Close, false),
+    }
+}
+
+/// Writes the 101 head (and any bytes read past it) to the client, any bytes the client sent past
+/// its request to the backend, then relays both ways until both sides are done.
+async fn tunnel(
+    client: &mut Stream,
+    sent: &mut u64,
+    upstream: &mut Stream,
+    to_client: Vec<Bytes>,
+    to_upstream: Bytes,
+    linger: Duration,
+) -> bool {
+    *sent += to_client.iter().map(|b| b.len() as u64).sum::<u64>();
+    if client.write_vectored_all(to_client).await.is_err() {
+        return false;
+    }
+    if !to_upstream.is_empty() && upstream.write_all(to_upstream).await.is_err() {
+        return false;
+    }
+    match client.tunnel(upstream, linger).await {
+        Ok((up, down)) => {
+            *sent += down;
+            tracing::debug!(
+                client_to_upstream = up,
+                upstream_to_client = down,
+                "tunnel closed"
+            );
+            true
         }
-        let buf = std::mem::take(&mut ubuf);
-        let (res, buf) = match rio::timeout(idle, conn.stream().read(buf)).await {
-            Ok(r) => r,
-            Err(_) => {
-                // Backend stalled mid-body: the client sees a truncation, never a fake end.
-                client.stream.set_reset_on_close();
-                return (ConnAfter::Close, false);
-            }
+        Err(e) => {
+            tracing::debug!("tunnel ended with an error: {e}");
+            false
+        }
+    }
+}
+
+/// How a relayed response body ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodyEnd {
+    /// The whole body reached the client.
+    Complete,
+    /// The backend failed mid-body (closed, reset, stalled, bad framing): the client got a
+    /// prefix and must see a truncation.
+    Truncated,
+    /// Writing to the client failed or stalled.
+    ClientGone,
+}
+
+/// Streams one response body from `upstream` to `client`: `first` (the head) goes out with the
+/// first body bytes in one vectored write, then one write per backend read. Each piece written is
+/// a slice of `ubuf`, never a copy.
+#[allow(clippy::too_many_arguments)]
+async fn relay_body(
+    client: &mut Stream,
+    sent: &mut u64,
+    upstream: &mut Stream,
+    ubuf: &mut BytesMut,
+    decoder: &mut BodyDecoder,
+    mode: BodyMode,
+    first: Bytes,
+    times: Deadlines,
+) -> BodyEnd {
+    let mut out = vec![first];
+    let mut head_pending = 1usize;
+    // Bounded: every pass reads at least one byte from the backend within `upstream_response`,
+    // or ends.
+    loop {
+        let taken = match mode {
+            BodyMode::None => Ok(()),
+            BodyMode::Raw => pull(decoder, ubuf, &mut out, BodyDecoder::next_raw),
+            BodyMode::Decoded => pull(decoder, ubuf, &mut out, BodyDecoder::next_data),
         };
-        ubuf = buf;
-        match res {
-            Ok(0) => {
-                if decoder.eof().is_ok() {
-                    // Read-until-close body complete.
-                    let _ = client.write_vectored_all(std::mem::take(&mut parts)).await;
-                    return (ConnAfter::Close, true);
-                }
-                let _ = client.write_vectored_all(std::mem::take(&mut parts)).await;
-                client.stream.set_reset_on_close();
-                return (ConnAfter::Close, false);
+        let done = mode == BodyMode::None || decoder.is_done();
+        if !out.is_empty() {
+            audit::written(&out[head_pending..]);
+            head_pending = 0;
+            let pieces = std::mem::take(&mut out);
+            *sent += pieces.iter().map(|b| b.len() as u64).sum::<u64>();
+            if !matches!(
+                rio::timeout(times.client, client.write_vectored_all(pieces)).await,
+                Ok(Ok(()))
+            ) {
+                return BodyEnd::ClientGone;
             }
-            Err(_) => {
-                let _ = client.write_vectored_all(std::mem::take(&mut parts)).await;
-                client.stream.set_reset_on_close();
-                return (ConnAfter::Close, false);
+        }
+        if let Err(e) = taken {
+            tracing::debug!("bad response body from upstream: {e}");
+            return BodyEnd::Truncated;
+        }
+        if done {
+            return BodyEnd::Complete;
+        }
+        match read_upstream(upstream, ubuf, times.upstream).await {
+            Ok(Ok(0)) => {
+                // EOF: the end of an until-close body, a truncation for any other.
+                return if decoder.eof().is_ok() {
+                    BodyEnd::Complete
+                } else {
+                    BodyEnd::Truncated
+                };
             }
-            Ok(_) => {}
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) | Err(_) => return BodyEnd::Truncated,
         }
     }
 }
 
-fn pull_raw(
+/// Takes every body piece `ubuf` holds, in one mode (`next_raw` or `next_data`).
+fn pull(
     d: &mut BodyDecoder,
     buf: &mut BytesMut,
-    parts: &mut Vec<Bytes>,
-    total: &mut usize,
+    out: &mut Vec<Bytes>,
+    next: fn(&mut BodyDecoder, &mut BytesMut) -> Result<Option<Bytes>, HttpError>,
 ) -> Result<(), HttpError> {
+    // Bounded: each pass takes at least one byte off `buf` or stops.
     while !d.is_done() {
-        match d.next_raw(buf)? {
-            Some(b) => {
-                *total += b.len();
-                parts.push(b);
-            }
+        match next(d, buf)? {
+            Some(b) => out.push(b),
             None => break,
         }
     }
     Ok(())
 }
 
-fn pull_data(
-    d: &mut BodyDecoder,
-    buf: &mut BytesMut,
-    parts: &mut Vec<Bytes>,
-    total: &mut usize,
-) -> Result<(), HttpError> {
-    while !d.is_done() {
-        match d.next_data(buf)? {
-            Some(b) => {
-                *total += b.len();
-                parts.push(b);
-            }
-            None => break,
-        }
-    }
-    Ok(())
-}
-
-fn gw_metrics(client: &Client, group: &UpstreamGroup, f: &Failure) {
+/// Counts one failed attempt in the upstream metrics.
+fn count(client: &Client, group: &UpstreamGroup, f: &Failure) {
     let (_, _, outcome) = f.status_and_code();
     client.shard.metrics.upstream(&group.name, outcome);
 }
 
-/// Answers the client for a failed upstream exchange and closes the client connection if the
-/// request body may be left unread.
+/// Answers the client for a failed upstream exchange. The client connection stays open when the
+/// request was read whole and the client wants keepalive; an unread body forces a close.
 async fn fail(
     client: &mut Client,
-    gw: &Gateway,
     group: &UpstreamGroup,
+    req: &RequestHead,
+    body: &BodyDecoder,
     f: Failure,
 ) -> (u16, ConnAfter) {
-    let _ = gw;
-    let (status, code, outcome) = f.status_and_code();
+    let (status, code, _) = f.status_and_code();
     match &f {
         Failure::Error(e) => tracing::debug!(upstream = %group.name, "upstream error: {e}"),
         Failure::BadResponse(e) => {
@@ -506,15 +649,35 @@ async fn fail(
         }
         _ => {}
     }
-    client.shard.metrics.upstream(&group.name, outcome);
-    // The request body may be partly unread: closing is the only safe framing.
-    let after = ConnAfter::Close;
-    let _ = client
-        .send_error(status, code, Some(&group.name), after, &[])
-        .await;
-    (status, after)
+    count(client, group, &f);
+    let after = if req.keep_alive() && body.is_done() && !client.shard.is_draining() {
+        ConnAfter::KeepAlive
+    } else {
+        ConnAfter::Close
+    };
+    // All endpoints ejected: tell the client when the first one comes back (RFC 9110 §10.2.3).
+    let retry_after = match f {
+        Failure::Unavailable => group
+            .retry_after()
+            .filter(|d| !d.is_zero())
+            .map(|d| d.as_secs() + u64::from(d.subsec_nanos() > 0)),
+        _ => None,
+    };
+    let retry_text = retry_after.map(|s| s.to_string());
+    let extra: Vec<(&str, &str)> = retry_text
+        .as_deref()
+        .map(|s| vec![("Retry-After", s)])
+        .unwrap_or_default();
+    match client
+        .send_error(status, code, Some(&group.name), after, &extra)
+        .await
+    {
+        Ok(()) => (status, after),
+        Err(_) => (status, ConnAfter::Close),
+    }
 }
 
+/// Answers a client whose request body was invalid (400/413/501), then closes.
 async fn client_error(client: &mut Client, e: HttpError) -> (u16, ConnAfter) {
     let status = e.status();
     let _ = client
@@ -522,3 +685,55 @@ async fn client_error(client: &mut Client, e: HttpError) -> (u16, ConnAfter) {
         .await;
     (status, ConnAfter::Close)
 }
+
+/// Zero-copy audit (tests only): records the buffers backend bytes were read into and the body
+/// pieces written to the client, so a test can check every piece lies inside a read buffer.
+/// Outside `cfg(test)` both hooks are empty inline functions: they compile to nothing.
+#[cfg(not(test))]
+mod audit {
+    use bytes::{Bytes, BytesMut};
+
+    #[inline(always)]
+    pub fn read(_: &BytesMut) {}
+
+    #[inline(always)]
+    pub fn written(_: &[Bytes]) {}
+}
+
+#[cfg(test)]
+mod audit {
+    use std::cell::RefCell;
+
+    use bytes::{Bytes, BytesMut};
+
+    thread_local! {
+        /// Address ranges `[start, end)` of the buffer views backend reads landed in.
+        pub static READ_BUFS: RefCell<Vec<(usize, usize)>> = const { RefCell::new(Vec::new()) };
+        /// Address ranges of the body pieces written to the client.
+        pub static WRITTEN: RefCell<Vec<(usize, usize)>> = const { RefCell::new(Vec::new()) };
+    }
+
+    pub fn read(buf: &BytesMut) {
+        let start = buf.as_ptr() as usize;
+        READ_BUFS.with(|r| r.borrow_mut().push((start, start + buf.capacity())));
+    }
+
+    pub fn written(pieces: &[Bytes]) {
+        WRITTEN.with(|w| {
+            let mut w = w.borrow_mut();
+            for p in pieces.iter().filter(|p| !p.is_empty()) {
+                let start = p.as_ptr() as usize;
+                w.push((start, start + p.len()));
+            }
+        });
+    }
+
+    pub fn reset() {
+        READ_BUFS.with(|r| r.borrow_mut().clear());
+        WRITTEN.with(|w| w.borrow_mut().clear());
+    }
+}
+
+#[cfg(test)]
+#[path = "proxy_tests.rs"]
+mod tests;

@@ -541,7 +541,7 @@ async fn accept_loop(shard: Rc<Shard>, listener: Listener, multishot: bool) {
     }
 }
 
-/// Once a second: closes pooled connections past their idle time and flushes the access log.
+/// Once a second: flushes the access log (pools sweep their own idle connections).
 async fn housekeeping(shard: Rc<Shard>) {
     loop {
         let tick = rio::sleep(Duration::from_secs(1));
@@ -549,7 +549,6 @@ async fn housekeeping(shard: Rc<Shard>) {
             Either::Left(_) => {}
             Either::Right(_) => return,
         }
-        shard.gateway().sweep();
         if let Some(log) = &shard.access_log {
             log.flush();
         }

@@ -953,3 +953,66 @@ both_drivers!(drain_mid_fanout_answers_then_closes, |driver: &str| {
         gw.stderr()
     );
 });
+
+both_drivers!(
+    client_that_stops_reading_is_cut_after_client_idle,
+    |driver: &str| {
+        // A 5 MB body: more than loopback buffers hold (about 3 MB here) once the client stops
+        // reading. Plain text, escaped cheaply: validating megabytes of JSON in a debug build
+        // would load the machine and starve the other timing tests.
+        let big = "x".repeat(5 * 1024 * 1024);
+        let a = backend("a", 0, Some(&big), "text/plain");
+        let (body, addr, admin) = config(
+            driver,
+            &[("a", a.endpoint())],
+            &format!("[route.fanout]\n{}", call("a", "")),
+        );
+        let cut = body.find("[[upstream]]").unwrap_or(body.len());
+        let cfg = format!(
+            "{}[timeouts]\nclient_idle = \"300ms\"\n\n{}",
+            &body[..cut],
+            &body[cut..]
+        );
+        let gw = Gateway::start(&cfg, addr, admin);
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        s.set_recv_buffer_size(4096).unwrap();
+        s.connect(&gw.addr.into()).unwrap();
+        let mut s: std::net::TcpStream = s.into();
+        s.write_all(b"GET /page HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
+        // Only a scrape every shard answered counts: a shard busy past the admin's 2 s scrape limit
+        // is left out of the sums, which would read as "0 open".
+        let open = || {
+            let (_, text) = gw.admin_get("/metrics");
+            let value = |series: &str| {
+                text.lines().find_map(|l| {
+                    l.strip_prefix(series)?
+                        .strip_prefix(' ')?
+                        .parse::<f64>()
+                        .ok()
+                })
+            };
+            if value("ringway_shards_reporting") == Some(1.0) {
+                value("ringway_client_connections_open").unwrap_or(-1.0)
+            } else {
+                -1.0
+            }
+        };
+        assert!(eventually(Duration::from_secs(2), || open() == 1.0));
+        // Never read: the gateway must give up on the write after client_idle, not hold on forever.
+        assert!(
+            eventually(Duration::from_secs(10), || open() == 0.0),
+            "the stalled fan-out write was cut; open connections: {}",
+            open()
+        );
+        // What the client can still read ends in a reset (RST), not a clean end of a whole answer.
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut got = Vec::new();
+        let r = std::io::Read::read_to_end(&mut s, &mut got);
+        assert!(
+            r.is_err() || got.len() < big.len(),
+            "a truncated answer must not look complete: {r:?}, {} bytes",
+            got.len()
+        );
+    }
+);

@@ -9,7 +9,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use super::{CallResult, FanoutPlan, MAX_IOVECS, Results, audit};
 use crate::conn::{ConnAfter, put_u64, reason_phrase};
-use crate::io::Stream;
+use crate::io::{self, Stream};
 
 /// Whether `body` is one valid JSON text (RFC 8259), checked without copying or building it.
 pub(super) fn is_json(body: &[Bytes]) -> bool {
@@ -153,18 +153,24 @@ pub(super) fn write_head(
 /// Writes head + body with vectored writes: one write for up to [`MAX_IOVECS`] pieces, which is
 /// every answer but those with a backend body in hundreds of chunks. For HEAD only the head goes.
 ///
+/// Each write must complete within `idle` (`client_idle`), as every client write does (see
+/// `Client::write_vectored_all`): a client that stops reading must not park this task, and the
+/// backend bodies it holds, forever.
+///
 /// # Errors
-/// The write error; the client connection is then closed.
+/// The write error, or `TimedOut` after `idle`; then the connection is set to close with a RST so
+/// the client cannot mistake the truncation for a complete answer. Either way the caller closes.
 pub(super) async fn write_answer(
     stream: &mut Stream,
     head: Bytes,
     body: Vec<Bytes>,
     head_only: bool,
+    idle: Duration,
 ) -> std::io::Result<()> {
     let mut parts = Vec::with_capacity(1 + body.len().min(MAX_IOVECS));
     parts.push(head);
     if head_only {
-        return stream.write_vectored_all(parts).await;
+        return write_within(stream, parts, idle).await;
     }
     audit::written(&body);
     let mut rest = body.into_iter().filter(|b| !b.is_empty()).peekable();
@@ -172,11 +178,27 @@ pub(super) async fn write_answer(
     loop {
         let room = MAX_IOVECS - parts.len();
         parts.extend(rest.by_ref().take(room));
-        stream
-            .write_vectored_all(std::mem::take(&mut parts))
-            .await?;
+        write_within(stream, std::mem::take(&mut parts), idle).await?;
         if rest.peek().is_none() {
             return Ok(());
+        }
+    }
+}
+
+/// One vectored write bounded by `idle`; a timed-out write resets the connection on close.
+async fn write_within(
+    stream: &mut Stream,
+    parts: Vec<Bytes>,
+    idle: Duration,
+) -> std::io::Result<()> {
+    match io::timeout(idle, stream.write_vectored_all(parts)).await {
+        Ok(r) => r,
+        Err(_) => {
+            stream.set_reset_on_close();
+            Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "client read nothing for client_idle",
+            ))
         }
     }
 }

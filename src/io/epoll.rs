@@ -2,6 +2,7 @@
 //! may hold `Rc` shard state. This is the strongest readiness-based stack in Rust, so uring vs
 //! epoll is an honest comparison.
 
+use std::cell::Cell;
 use std::future::Future;
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
@@ -10,7 +11,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::Elapsed;
 
@@ -135,11 +136,54 @@ impl Stream {
         Ok(())
     }
 
+    pub async fn tunnel(&mut self, other: &mut Stream, linger: Duration) -> io::Result<(u64, u64)> {
+        let (there, back) = (Cell::new(0u64), Cell::new(0u64));
+        // Borrowed halves (`split`, no allocation, no lock): both directions run at once.
+        macro_rules! both_ways {
+            ($a:expr, $b:expr) => {{
+                let (ar, aw) = $a.split();
+                let (br, bw) = $b.split();
+                super::join_directions(pump(ar, bw, &there), pump(br, aw, &back), linger).await
+            }};
+        }
+        let done = match (self, other) {
+            (Stream::Tcp(a), Stream::Tcp(b)) => both_ways!(a, b),
+            (Stream::Tcp(a), Stream::Unix(b)) => both_ways!(a, b),
+            (Stream::Unix(a), Stream::Tcp(b)) => both_ways!(a, b),
+            (Stream::Unix(a), Stream::Unix(b)) => both_ways!(a, b),
+        };
+        done.map(|()| (there.get(), back.get()))
+    }
+
     pub fn peer_addr(&self) -> Option<SocketAddr> {
         match self {
             Stream::Tcp(s) => s.peer_addr().ok(),
             Stream::Unix(_) => None,
         }
+    }
+}
+
+/// One direction of a tunnel: reads `from` until EOF, writing everything to `to`, then shuts
+/// down `to`'s write side so the half-close reaches the other peer.
+async fn pump<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+    mut from: R,
+    mut to: W,
+    moved: &Cell<u64>,
+) -> io::Result<()> {
+    let mut buf = vec![0u8; super::TUNNEL_BUF];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) => {
+                // The peer may already be gone; its own direction reports that.
+                let _ = to.shutdown().await;
+                return Ok(());
+            }
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        to.write_all(&buf[..n]).await?;
+        moved.set(moved.get() + n as u64);
     }
 }
 

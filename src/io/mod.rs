@@ -304,6 +304,33 @@ impl Stream {
         }
     }
 
+    /// Relays bytes both ways between `self` and `other` until both directions have ended, for a
+    /// connection that switched protocols (HTTP `101`, RFC 9110 §15.2.2). Returns the bytes moved
+    /// `self` → `other` and `other` → `self`.
+    ///
+    /// When one side reaches EOF, the other side's write half is shut down (a half-close passes
+    /// through the tunnel) and the other direction goes on for at most `linger`: a peer that never
+    /// answers the half-close cannot hold the tunnel open forever. An error on either direction
+    /// ends the tunnel at once. Both streams must belong to the same driver (they always do: a
+    /// shard has one driver).
+    ///
+    /// # Errors
+    /// The first read or write error of either direction; `InvalidInput` for streams of different
+    /// drivers.
+    ///
+    /// # Cancellation
+    /// Dropping the future stops both directions; close both streams afterwards.
+    pub async fn tunnel(&mut self, other: &mut Stream, linger: Duration) -> io::Result<(u64, u64)> {
+        match (self, other) {
+            (Stream::Uring(a), Stream::Uring(b)) => a.tunnel(b, linger).await,
+            (Stream::Epoll(a), Stream::Epoll(b)) => a.tunnel(b, linger).await,
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "tunnel between streams of different drivers",
+            )),
+        }
+    }
+
     /// Converts a connected std Unix stream (e.g. one end of a socketpair) into a shard stream.
     ///
     /// # Errors
@@ -323,6 +350,30 @@ impl AsRawFd for Stream {
             Stream::Epoll(s) => s.as_raw_fd(),
         }
     }
+}
+
+/// Bytes one direction of a [`Stream::tunnel`] moves per read.
+const TUNNEL_BUF: usize = 16 * 1024;
+
+/// Runs the two directions of a tunnel: done when both end, when one fails (the error), or
+/// `linger` after the first one ended cleanly.
+async fn join_directions<A, B>(a: A, b: B, linger: Duration) -> io::Result<()>
+where
+    A: Future<Output = io::Result<()>>,
+    B: Future<Output = io::Result<()>>,
+{
+    let (a, b) = (std::pin::pin!(a), std::pin::pin!(b));
+    let (first, rest) = match futures_util::future::select(a, b).await {
+        futures_util::future::Either::Left((res, rest)) => {
+            (res, futures_util::future::Either::Left(rest))
+        }
+        futures_util::future::Either::Right((res, rest)) => {
+            (res, futures_util::future::Either::Right(rest))
+        }
+    };
+    first?;
+    // The peer that sent EOF got it passed on; the other one has `linger` to finish its side.
+    timeout(linger, rest).await.unwrap_or(Ok(()))
 }
 
 /// Connects to a TCP address within `limit`, with TCP_NODELAY set.

@@ -6,6 +6,7 @@
 //! by the driver until the kernel's completion arrives, so a cancelled read can never write into
 //! freed memory.
 
+use std::cell::Cell;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -16,7 +17,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use compio::BufResult;
 use compio::driver::ProactorBuilder;
-use compio::io::{AsyncReadExt, AsyncWriteExt};
+use compio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use futures_util::StreamExt;
 
 use super::Elapsed;
@@ -178,11 +179,60 @@ impl Stream {
         res
     }
 
+    pub async fn tunnel(&mut self, other: &mut Stream, linger: Duration) -> io::Result<(u64, u64)> {
+        let (there, back) = (Cell::new(0u64), Cell::new(0u64));
+        // `&TcpStream`/`&UnixStream` implement compio's AsyncRead and AsyncWrite, so both
+        // directions run at once on shared references, each with its own owned buffer.
+        let done = match (&*self, &*other) {
+            (Stream::Tcp(a), Stream::Tcp(b)) => {
+                super::join_directions(pump(a, b, &there), pump(b, a, &back), linger).await
+            }
+            (Stream::Tcp(a), Stream::Unix(b)) => {
+                super::join_directions(pump(a, b, &there), pump(b, a, &back), linger).await
+            }
+            (Stream::Unix(a), Stream::Tcp(b)) => {
+                super::join_directions(pump(a, b, &there), pump(b, a, &back), linger).await
+            }
+            (Stream::Unix(a), Stream::Unix(b)) => {
+                super::join_directions(pump(a, b, &there), pump(b, a, &back), linger).await
+            }
+        };
+        done.map(|()| (there.get(), back.get()))
+    }
+
     pub fn peer_addr(&self) -> Option<SocketAddr> {
         match self {
             Stream::Tcp(s) => s.peer_addr().ok(),
             Stream::Unix(_) => None,
         }
+    }
+}
+
+/// One direction of a tunnel: reads `from` until EOF, writing everything to `to`, then shuts
+/// down `to`'s write side so the half-close reaches the other peer.
+async fn pump<R: AsyncRead, W: AsyncWrite>(
+    mut from: R,
+    mut to: W,
+    moved: &Cell<u64>,
+) -> io::Result<()> {
+    let mut buf = Vec::with_capacity(super::TUNNEL_BUF);
+    loop {
+        buf.clear();
+        let BufResult(res, b) = from.read(buf).await;
+        buf = b;
+        match res {
+            Ok(0) => {
+                // The peer may already be gone; its own direction reports that.
+                let _ = to.shutdown().await;
+                return Ok(());
+            }
+            Ok(n) => moved.set(moved.get() + n as u64),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+        let BufResult(res, b) = to.write_all(buf).await;
+        buf = b;
+        res?;
     }
 }
 

@@ -38,6 +38,14 @@ impl fmt::Display for CheckoutError {
     }
 }
 
+/// Longest pause between two sweeps of a pool's idle connections: an idle connection the backend
+/// closed (FIN) or that expired gives its fd back within about this long, even if nothing checks
+/// the pool out.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// Shortest pause between two sweeps, so a burst of expiries never becomes a busy loop.
+const SWEEP_MIN: Duration = Duration::from_millis(10);
+
 struct Idle {
     stream: Stream,
     /// When this idle connection must be closed: pool `idle_timeout`, or earlier if the backend
@@ -61,6 +69,8 @@ pub struct Pool {
     open: Cell<usize>,
     waiters: RefCell<VecDeque<Rc<Waiter>>>,
     opened_total: Cell<u64>,
+    /// A sweeper task is running for this pool (it runs while idle connections exist).
+    sweeping: Cell<bool>,
 }
 
 impl fmt::Debug for Pool {
@@ -84,6 +94,7 @@ impl Pool {
             open: Cell::new(0),
             waiters: RefCell::new(VecDeque::new()),
             opened_total: Cell::new(0),
+            sweeping: Cell::new(false),
         })
     }
 
@@ -210,7 +221,10 @@ impl Pool {
     }
 
     /// Gives a clean connection back (LIFO). Over `max_idle`, it is closed instead.
-    fn checkin(&self, stream: Stream, keep_alive_for: Option<Duration>) {
+    ///
+    /// `keep_alive_for` is the backend's `Keep-Alive: timeout=N`: the connection is dropped a
+    /// little before the backend's own timer fires, never after `idle_timeout`.
+    fn checkin(self: &Rc<Self>, stream: Stream, keep_alive_for: Option<Duration>) {
         let ttl = match keep_alive_for {
             // Close a little before the backend's own keep-alive timer to avoid the race where
             // the backend closes just as we reuse.
@@ -228,7 +242,48 @@ impl Pool {
             stream,
             expires: Instant::now() + ttl,
         });
+        self.start_sweeper();
         self.wake_one();
+    }
+
+    /// Starts the task that closes idle connections once they expire or turn readable, unless
+    /// one runs already. It holds only a `Weak` to the pool and ends when no idle connection is
+    /// left or the pool is gone (reload), so an unused pool costs no timer.
+    fn start_sweeper(self: &Rc<Self>) {
+        if self.sweeping.replace(true) {
+            return;
+        }
+        let pool = Rc::downgrade(self);
+        rio::spawn(async move {
+            // Bounded: each pass sleeps at least SWEEP_MIN, and the task ends once the pool has
+            // no idle connection (none can be added without a request) or is dropped.
+            loop {
+                let Some(wait) = pool.upgrade().map(|p| p.next_sweep()) else {
+                    return;
+                };
+                rio::sleep(wait).await;
+                let Some(p) = pool.upgrade() else {
+                    return;
+                };
+                p.sweep();
+                if p.idle_count() == 0 {
+                    p.sweeping.set(false);
+                    return;
+                }
+            }
+        });
+    }
+
+    /// How long the sweeper sleeps: until the earliest expiry, at most [`SWEEP_EVERY`].
+    fn next_sweep(&self) -> Duration {
+        let now = Instant::now();
+        self.idle
+            .borrow()
+            .iter()
+            .map(|i| i.expires.saturating_duration_since(now))
+            .min()
+            .unwrap_or(SWEEP_EVERY)
+            .clamp(SWEEP_MIN, SWEEP_EVERY)
     }
 
     /// A connection closed: its slot is free for a waiter.
@@ -247,12 +302,13 @@ impl Pool {
         }
     }
 
-    /// Closes idle connections whose time is up. Called periodically by the shard.
+    /// Closes idle connections whose time is up, and those the backend closed or wrote to
+    /// meanwhile (the same check as before a reuse). Called by the pool's sweeper task.
     pub fn sweep(&self) {
         let now = Instant::now();
         let mut closed = 0;
         self.idle.borrow_mut().retain(|i| {
-            let keep = i.expires > now;
+            let keep = i.expires > now && i.stream.is_quiet();
             if !keep {
                 closed += 1;
             }

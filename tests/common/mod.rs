@@ -4,4 +4,6 @@
 
 pub mod backend;
 pub mod gateway;
+pub mod scripted;
 pub mod seccomp;
+pub mod tap;
