@@ -1,39 +1,81 @@
 //! Fan-out aggregation: one client request → every call of the route at once over the shard's
-//! pools → one JSON document `{"<name>": <body>, ...}` in declaration order.
+//! pools → one JSON document `{"<name>": <body>, ...}` in declaration order (DESIGN.md "Fan-out
+//! contract").
+//!
+//! Phases, each a small function: `call::call_requests` (one buffer for every call's head) →
+//! `gather` (all calls concurrently, per-call timeouts, the route deadline, client-gone
+//! detection; each call is `call::run_call`) → `answer::assemble` or `answer::error_body` →
+//! `answer::write_head` + `answer::write_answer` (one vectored write). This file holds the plan
+//! and the orchestration; `call.rs` talks to backends, `answer.rs` to the client.
 //!
 //! The answer body is a `Vec<Bytes>`: literal pieces (`{"ads":`, `,"profile":`, `}`) interleaved
-//! with the backends' body `Bytes` as they were read (JSON bodies are embedded as is, without a
-//! copy), written with one vectored write. Only non-JSON bodies are copied, because they must be
-//! escaped into a JSON string.
+//! with the backends' body `Bytes` exactly as they were split off the read buffers. A JSON body is
+//! embedded as is; only a non-JSON body is copied, because it must be escaped into a JSON string.
+//! A body whose Content-Type says JSON but which is not valid JSON is a failure of its call (a
+//! malformed upstream response), so the document ringway sends is always valid JSON.
 //!
 //! Failures: an optional call that fails or times out becomes `null` and is named in
-//! `Ringway-Partial`; a required one fails the request (502/504) and cancels the others, whose
-//! connections are closed (a dropped `PooledConn` is never pooled). A client that disconnects
-//! cancels everything the same way.
+//! `Ringway-Partial`; a required one fails the request (502, 503 when no endpoint is available,
+//! 504 on timeout) and cancels the others. A client that disconnects cancels everything the same
+//! way. Cancelling a call drops its `PooledConn` without `release_reusable`, so its backend
+//! connection is closed, never pooled.
+//!
+//! This module must never copy a JSON body, hold a call past the route deadline, or write to the
+//! client before every call has ended.
 
+use std::future::Future;
+use std::pin::pin;
 use std::time::{Duration, Instant};
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::future::{Either, select};
 use futures_util::stream::FuturesUnordered;
 
 use crate::config::FanoutConfig;
-use crate::conn::{Client, ConnAfter, put_u64};
+use crate::conn::{Client, ConnAfter};
 use crate::gateway::Gateway;
-use crate::http::{
-    self, BodyDecoder, BodyFraming, HeadScanner, Limits, Method, RequestHead, Status,
-};
-use crate::io;
-use crate::metrics::CallOutcome;
+use crate::http::{self, BodyFraming, Limits, Method, RequestHead};
+use crate::io::{self, Stream};
+use crate::metrics::{CallOutcome, UpstreamOutcome};
 use crate::router::Route;
-use crate::upstream::{CheckoutError, UpstreamGroup};
+use crate::upstream::UpstreamGroup;
 
-/// How often an in-flight fan-out checks whether its client hung up.
+/// How often an in-flight fan-out checks whether its client hung up. One non-blocking
+/// `recv(MSG_PEEK)` per tick: cheap, and a read would risk swallowing pipelined bytes.
 const CLIENT_GONE_POLL: Duration = Duration::from_millis(50);
 
 /// Most bytes one call's response body may have (the whole body is held until assembly).
-const MAX_CALL_BODY: usize = 8 * 1024 * 1024;
+const MAX_CALL_BODY: u64 = 8 * 1024 * 1024;
+
+/// Initial (and refill) size of a call's read buffer.
+const CALL_READ_BUF: usize = 16 * 1024;
+
+/// Most 1xx heads accepted before a call's final response (a backend looping on 1xx is broken).
+const MAX_INTERIM_HEADS: usize = 8;
+
+/// Most buffers handed to one vectored write: the kernel refuses more than UIO_MAXIOV (1024)
+/// iovecs in one `writev`/`sendmsg`, and a chunked backend body can be many small pieces.
+const MAX_IOVECS: usize = 512;
+
+/// Request fields a call never copies from the client, even when `forward_headers` lists them:
+/// ringway writes Host, X-Forwarded-* and Via itself, and the others describe the client's own
+/// message (a copied `Content-Length` on the bodiless call would desync the pooled backend
+/// connection). Hop-by-hop fields (RFC 9110 §7.6.1) are refused too, see [`FanoutPlan::new`].
+const OWN_FIELDS: [&str; 6] = [
+    "host",
+    "content-length",
+    "expect",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "via",
+];
+
+mod answer;
+mod call;
+
+use answer::{assemble, error_body, write_answer, write_head};
+use call::{call_requests, run_call};
 
 /// One call of a plan.
 #[derive(Debug, Clone)]
@@ -46,7 +88,7 @@ pub struct CallPlan {
     pub path: String,
     /// A failure of a required call fails the whole request.
     pub required: bool,
-    /// This call's own timeout.
+    /// This call's own timeout (never longer than the route's).
     pub timeout: Duration,
     /// Lowercase names of client request headers forwarded to the backend.
     pub forward_headers: Vec<String>,
@@ -65,6 +107,9 @@ pub struct FanoutPlan {
 
 impl FanoutPlan {
     /// Compiles `cfg`; None if a call names an unknown upstream (validation prevents this).
+    ///
+    /// `forward_headers` entries that ringway writes itself or that are hop-by-hop are dropped
+    /// here (see `OWN_FIELDS`), so no config can make a call carry the client's framing.
     pub fn new(cfg: &FanoutConfig, upstream_index: impl Fn(&str) -> Option<usize>) -> Option<Self> {
         let mut calls = Vec::with_capacity(cfg.calls.len());
         for (i, c) in cfg.calls.iter().enumerate() {
@@ -80,6 +125,9 @@ impl FanoutPlan {
                     .forward_headers
                     .iter()
                     .map(|h| h.to_ascii_lowercase())
+                    .filter(|h| {
+                        !OWN_FIELDS.contains(&h.as_str()) && !http::is_hop_by_hop(h.as_bytes())
+                    })
                     .collect(),
                 key: Bytes::from(key),
             });
@@ -94,19 +142,75 @@ impl FanoutPlan {
 /// How one call ended.
 #[derive(Debug)]
 enum CallResult {
-    /// 2xx: the body pieces and whether the backend said it is JSON.
+    /// 2xx with a body that can be embedded: the body pieces and whether it is JSON.
     Ok {
         status: u16,
         body: Vec<Bytes>,
         json: bool,
     },
-    /// Connect/reset/malformed/non-2xx (status if there was one).
-    Error(Option<u16>),
-    /// The call's timeout or the route deadline passed.
+    /// A complete response outside 2xx.
+    Status(u16),
+    /// Connect refused/reset, the connection closed early.
+    Error,
+    /// Malformed head or body framing, a body over [`MAX_CALL_BODY`], or a JSON-typed body that
+    /// is not JSON.
+    BadResponse,
+    /// Every endpoint ejected, or the pool stayed exhausted for `queue_timeout`.
+    Unavailable,
+    /// The call's timeout or the route deadline passed (connect timeouts included).
     Timeout,
 }
 
+impl CallResult {
+    fn is_ok(&self) -> bool {
+        matches!(self, CallResult::Ok { .. })
+    }
+
+    fn call_outcome(&self) -> CallOutcome {
+        match self {
+            CallResult::Ok { .. } => CallOutcome::Ok,
+            CallResult::Timeout => CallOutcome::Timeout,
+            _ => CallOutcome::Error,
+        }
+    }
+
+    /// For `ringway_upstream_requests_total`: a non-2xx answer is still a good exchange.
+    fn upstream_outcome(&self) -> UpstreamOutcome {
+        match self {
+            CallResult::Ok { .. } | CallResult::Status(_) => UpstreamOutcome::Ok,
+            CallResult::Error => UpstreamOutcome::Error,
+            CallResult::BadResponse => UpstreamOutcome::BadResponse,
+            CallResult::Unavailable => UpstreamOutcome::Unavailable,
+            CallResult::Timeout => UpstreamOutcome::Timeout,
+        }
+    }
+}
+
+/// A call that ended, and how long it took.
+#[derive(Debug)]
+struct Finished {
+    result: CallResult,
+    took: Duration,
+}
+
+/// Results in declaration order; `None` for a call that was cancelled before it ended.
+type Results = Vec<Option<Finished>>;
+
+/// How the concurrent phase ended.
+enum Gathered {
+    /// Every call ended, or a required one failed (its index; the rest were cancelled).
+    Done {
+        results: Results,
+        failed_required: Option<usize>,
+    },
+    /// The client hung up; every unfinished call was cancelled.
+    ClientGone(Results),
+}
+
 /// Serves a fan-out request. Returns the status sent and what happens to the client connection.
+///
+/// The status is 499 (nginx's "client closed request") when the client hung up mid-fan-out:
+/// nothing is sent then, the number is only counted in metrics.
 pub async fn serve(
     client: &mut Client,
     gw: &Gateway,
@@ -114,10 +218,21 @@ pub async fn serve(
     plan: &FanoutPlan,
     head: RequestHead,
 ) -> (u16, ConnAfter) {
+    // A request body is never read here: keep the connection only when there is none.
+    let after = |client: &Client| {
+        if head.keep_alive()
+            && matches!(head.framing(), BodyFraming::Empty)
+            && !client.shard.is_draining()
+        {
+            ConnAfter::KeepAlive
+        } else {
+            ConnAfter::Close
+        }
+    };
     let method = head.method();
     if !matches!(method, Method::Get | Method::Head) {
-        let after = ConnAfter::Close;
-        let _ = client
+        let after = after(client);
+        let r = client
             .send_error(
                 405,
                 "method_not_allowed",
@@ -126,403 +241,233 @@ pub async fn serve(
                 &[("Allow", "GET, HEAD")],
             )
             .await;
-        return (405, after);
+        return (405, if r.is_ok() { after } else { ConnAfter::Close });
     }
     let started = Instant::now();
     let deadline = started + plan.timeout;
-
-    let mut results: Vec<Option<(CallResult, Duration)>> =
-        (0..plan.calls.len()).map(|_| None).collect();
-    let mut failed_required: Option<usize> = None;
-    {
-        let mut pending: FuturesUnordered<_> = plan
-            .calls
-            .iter()
-            .enumerate()
-            .map(|(i, call)| {
-                let group = &gw.upstreams[call.upstream];
-                let req = build_call_request(call, &head, client.ip, group);
-                let limits = Limits {
-                    max_head_bytes: gw.config.limits.max_head_bytes.max(16 * 1024),
-                    max_headers: gw.config.limits.max_headers,
-                };
-                async move {
-                    let t0 = Instant::now();
-                    let call_deadline = deadline.min(t0 + call.timeout);
-                    let r = match io::timeout_at(call_deadline, run_call(group, req, limits)).await
-                    {
-                        Ok(r) => r,
-                        Err(_) => CallResult::Timeout,
-                    };
-                    (i, r, t0.elapsed())
-                }
-            })
-            .collect();
-
-        let client_gone = async {
-            loop {
-                io::sleep(CLIENT_GONE_POLL).await;
-                if client.stream.peer_closed() {
-                    return;
-                }
-            }
-        };
-        let mut client_gone = Box::pin(client_gone);
-        loop {
-            match select(pending.next(), client_gone.as_mut()).await {
-                Either::Left((Some((i, r, took)), _)) => {
-                    let failed = !matches!(r, CallResult::Ok { .. });
-                    results[i] = Some((r, took));
-                    if failed && plan.calls[i].required {
-                        failed_required = Some(i);
-                        break;
-                    }
-                }
-                Either::Left((None, _)) => break,
-                Either::Right(_) => {
-                    // Client hung up: drop every call (their connections close, not pooled).
-                    for (i, c) in plan.calls.iter().enumerate() {
-                        if results[i].is_none() {
-                            client.shard.metrics.fanout_call(
-                                &route.label,
-                                &c.name,
-                                CallOutcome::Cancelled,
-                            );
-                        }
-                    }
-                    return (499, ConnAfter::Close);
-                }
-            }
-        }
-    }
-
-    // Metrics and Server-Timing for every call, in declaration order.
-    let mut timing = BytesMut::with_capacity(32 * plan.calls.len());
-    for (i, c) in plan.calls.iter().enumerate() {
-        let outcome = match &results[i] {
-            Some((CallResult::Ok { .. }, _)) => CallOutcome::Ok,
-            Some((CallResult::Error(_), _)) => CallOutcome::Error,
-            Some((CallResult::Timeout, _)) => CallOutcome::Timeout,
-            None => CallOutcome::Cancelled,
-        };
-        client
-            .shard
-            .metrics
-            .fanout_call(&route.label, &c.name, outcome);
-        if i > 0 {
-            timing.put_slice(b", ");
-        }
-        timing.put_slice(c.name.as_bytes());
-        timing.put_slice(b";dur=");
-        let ms = results[i]
-            .as_ref()
-            .map_or(started.elapsed(), |(_, d)| *d)
-            .as_millis() as u64;
-        put_u64(&mut timing, ms);
-        match &results[i] {
-            Some((CallResult::Ok { status, .. }, _)) if *status != 200 => {
-                timing.put_slice(b";desc=\"");
-                put_u64(&mut timing, u64::from(*status));
-                timing.put_slice(b"\"");
-            }
-            Some((CallResult::Ok { .. }, _)) => {}
-            Some((CallResult::Error(Some(status)), _)) => {
-                timing.put_slice(b";desc=\"");
-                put_u64(&mut timing, u64::from(*status));
-                timing.put_slice(b"\"");
-            }
-            Some((CallResult::Error(None), _)) => timing.put_slice(b";desc=\"error\""),
-            Some((CallResult::Timeout, _)) => timing.put_slice(b";desc=\"timeout\""),
-            None => timing.put_slice(b";desc=\"cancelled\""),
-        }
-    }
-    let timing = String::from_utf8_lossy(&timing).into_owned();
-    let keep = head.keep_alive()
-        && matches!(head.framing(), BodyFraming::Empty)
-        && !client.shard.is_draining();
-    let after = if keep {
-        ConnAfter::KeepAlive
-    } else {
-        ConnAfter::Close
+    let limits = Limits {
+        max_head_bytes: gw.config.limits.max_head_bytes.max(16 * 1024),
+        max_headers: gw.config.limits.max_headers,
     };
-
-    if let Some(i) = failed_required {
-        let call = &plan.calls[i];
-        let (status, code) = match &results[i] {
-            Some((CallResult::Timeout, _)) => (504, "upstream_timeout"),
-            _ => (502, "upstream_error"),
-        };
-        let mut body = BytesMut::with_capacity(64);
-        body.put_slice(b"{\"error\":\"");
-        body.put_slice(code.as_bytes());
-        body.put_slice(b"\",\"call\":\"");
-        body.put_slice(call.name.as_bytes());
-        body.put_slice(b"\",\"upstream\":\"");
-        body.put_slice(gw.upstreams[call.upstream].name.as_bytes());
-        body.put_slice(b"\"}\n");
-        let r = write_answer(
-            client,
-            status,
-            &timing,
-            None,
-            vec![body.freeze()],
-            method == Method::Head,
-            after,
-        )
-        .await;
-        return (status, if r.is_ok() { after } else { ConnAfter::Close });
-    }
-
-    // Assemble: literal keys interleaved with the backends' bodies.
-    let mut parts: Vec<Bytes> = Vec::with_capacity(plan.calls.len() * 3 + 1);
-    let mut partial = String::new();
-    for (i, c) in plan.calls.iter().enumerate() {
-        parts.push(c.key.clone());
-        match results[i].take() {
-            Some((
-                CallResult::Ok {
-                    body, json: true, ..
-                },
-                _,
-            )) if !body.iter().all(|b| b.is_empty()) => {
-                parts.extend(body);
-            }
-            Some((CallResult::Ok { body, .. }, _)) => parts.push(json_string(&body)),
-            _ => {
-                parts.push(Bytes::from_static(b"null"));
-                if !partial.is_empty() {
-                    partial.push_str(", ");
-                }
-                partial.push_str(&c.name);
-            }
-        }
-    }
-    parts.push(Bytes::from_static(b"}"));
-    let partial = (!partial.is_empty()).then_some(partial);
-    let r = write_answer(
-        client,
-        200,
-        &timing,
-        partial.as_deref(),
-        parts,
-        method == Method::Head,
-        after,
+    let reqs = call_requests(plan, &head, client.ip, &gw.upstreams);
+    let gathered = gather(
+        plan,
+        &gw.upstreams,
+        reqs,
+        limits,
+        deadline,
+        client_gone(&client.stream, deadline),
     )
     .await;
-    (200, if r.is_ok() { after } else { ConnAfter::Close })
-}
+    let (results, failed_required, gone) = match gathered {
+        Gathered::Done {
+            results,
+            failed_required,
+        } => (results, failed_required, false),
+        Gathered::ClientGone(results) => (results, None, true),
+    };
+    let metrics = &client.shard.metrics;
+    for (c, r) in plan.calls.iter().zip(&results) {
+        let outcome = r.as_ref().map_or(CallOutcome::Cancelled, |f| {
+            metrics.upstream(&gw.upstreams[c.upstream].name, f.result.upstream_outcome());
+            f.result.call_outcome()
+        });
+        metrics.fanout_call(&route.label, &c.name, outcome);
+    }
+    if gone {
+        note_outcome(client, || "cancelled".into());
+        return (499, ConnAfter::Close);
+    }
+    // Decided after the calls: a drain that began meanwhile closes the connection.
+    let after = after(client);
 
-/// Writes the fan-out's answer: head + body pieces in one vectored write.
-async fn write_answer(
-    client: &mut Client,
-    status: u16,
-    timing: &str,
-    partial: Option<&str>,
-    body: Vec<Bytes>,
-    head_only: bool,
-    after: ConnAfter,
-) -> std::io::Result<()> {
-    let len: usize = body.iter().map(Bytes::len).sum();
-    let out = &mut client.scratch;
-    out.clear();
-    out.put_slice(b"HTTP/1.1 ");
-    put_u64(out, u64::from(status));
-    out.put_u8(b' ');
-    out.put_slice(crate::conn::reason_phrase(status).as_bytes());
-    out.put_slice(b"\r\nContent-Type: application/json\r\nContent-Length: ");
-    put_u64(out, len as u64);
-    out.put_slice(b"\r\nServer-Timing: ");
-    out.put_slice(timing.as_bytes());
-    if let Some(p) = partial {
-        out.put_slice(b"\r\nRingway-Partial: ");
-        out.put_slice(p.as_bytes());
-    }
-    if after == ConnAfter::Close {
-        out.put_slice(b"\r\nConnection: close");
-    }
-    out.put_slice(b"\r\n\r\n");
-    let head = client.take_scratch();
-    let mut parts = Vec::with_capacity(1 + body.len());
-    parts.push(head);
-    if !head_only {
-        parts.extend(body);
-    }
-    client.write_vectored_all(parts).await
-}
-
-/// Encodes `body` as a JSON string literal (the one place a body is copied: it must be escaped).
-fn json_string(body: &[Bytes]) -> Bytes {
-    let text: Vec<u8> = body.iter().flat_map(|b| b.iter().copied()).collect();
-    let s = String::from_utf8_lossy(&text);
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for ch in s.chars() {
-        match ch {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    Bytes::from(out)
-}
-
-/// Builds the backend request head of one call: `GET <path>[?<client query>] HTTP/1.1`, Host,
-/// the forwarded headers, X-Forwarded-For and Via.
-fn build_call_request(
-    call: &CallPlan,
-    head: &RequestHead,
-    ip: std::net::IpAddr,
-    group: &UpstreamGroup,
-) -> Bytes {
-    let mut out = BytesMut::with_capacity(256);
-    let mut w = http::HeadWriter::new(&mut out);
-    w.request_line(head.method_bytes(), call.path.as_bytes(), head.query());
-    w.header(b"Host", group.name.as_bytes());
-    for (name, value) in head.headers() {
-        if call
-            .forward_headers
-            .iter()
-            .any(|h| h.as_bytes().eq_ignore_ascii_case(name))
-        {
-            w.header(name, value);
-        }
-    }
-    let prior = head.header(b"x-forwarded-for");
-    let ip = ip.to_string();
-    match prior {
-        Some(p) => {
-            let mut v = p.to_vec();
-            v.extend_from_slice(b", ");
-            v.extend_from_slice(ip.as_bytes());
-            w.header(b"X-Forwarded-For", &v);
+    let (status, body, partial) = match failed_required {
+        Some(i) => {
+            let call = &plan.calls[i];
+            let (status, code) = match results[i].as_ref().map(|f| &f.result) {
+                Some(CallResult::Timeout) => (504, "upstream_timeout"),
+                Some(CallResult::Unavailable) => (503, "upstream_unavailable"),
+                Some(CallResult::BadResponse) => (502, "upstream_bad_response"),
+                _ => (502, "upstream_error"),
+            };
+            let upstream = &gw.upstreams[call.upstream].name;
+            note_outcome(client, || format!("failed:{}", call.name));
+            (status, error_body(code, &call.name, upstream), Vec::new())
         }
         None => {
-            w.header(b"X-Forwarded-For", ip.as_bytes());
+            let (body, partial) = assemble(plan, &results);
+            note_outcome(client, || {
+                if partial.is_empty() {
+                    "ok".into()
+                } else {
+                    format!("partial:{}", partial.join(","))
+                }
+            });
+            (200, body, partial)
         }
-    }
-    w.header(b"X-Forwarded-Proto", b"http");
-    w.header(b"Via", b"1.1 ringway");
-    w.end();
-    out.freeze()
+    };
+    let len: usize = body.iter().map(Bytes::len).sum();
+    client.scratch.clear();
+    write_head(
+        &mut client.scratch,
+        status,
+        len,
+        plan,
+        &results,
+        started.elapsed(),
+        &partial,
+        after,
+    );
+    let head_bytes = client.take_scratch();
+    let head_only = method == Method::Head;
+    // Counted, and bounded by `client_idle`, as `Client::write_vectored_all` does; the write
+    // goes through the stream so that it can be batched (see `write_answer`).
+    client.notes.bytes_sent += (head_bytes.len() + if head_only { 0 } else { len }) as u64;
+    let idle = gw.config.timeouts.client_idle;
+    let r = write_answer(&mut client.stream, head_bytes, body, head_only, idle).await;
+    (status, if r.is_ok() { after } else { ConnAfter::Close })
 }
 
-/// Runs one call to completion (the caller bounds it in time).
-async fn run_call(group: &UpstreamGroup, req: Bytes, limits: Limits) -> CallResult {
-    let Some((idx, inflight)) = group.pick(&[]) else {
-        return CallResult::Error(None);
-    };
-    let pool = inflight.member().pool.clone();
-    let mut attempt_fresh = false;
-    loop {
-        let checkout = if attempt_fresh {
-            pool.checkout_fresh().await
-        } else {
-            pool.checkout().await
-        };
-        let mut conn = match checkout {
-            Ok(c) => c,
-            Err(CheckoutError::Exhausted) => return CallResult::Error(None),
-            Err(_) => {
-                group.report_failure(idx);
-                return CallResult::Error(None);
-            }
-        };
-        if conn.stream().write_all(req.clone()).await.is_err() {
-            if conn.is_reused() && !attempt_fresh {
-                attempt_fresh = true;
-                continue;
-            }
-            group.report_failure(idx);
-            return CallResult::Error(None);
-        }
-        let mut buf = BytesMut::with_capacity(16 * 1024);
-        let mut scanner = HeadScanner::new();
-        let mut got_any = false;
-        let resp = loop {
-            if !buf.is_empty() {
-                match http::parse_response_head(&mut buf, &mut scanner, &limits, Method::Get) {
-                    Ok(Status::Complete(r)) if r.is_informational() => {
-                        scanner.reset();
-                        continue;
-                    }
-                    Ok(Status::Complete(r)) => break Some(r),
-                    Ok(Status::Partial) => {}
-                    Err(_) => break None,
-                }
-            }
-            if buf.capacity() - buf.len() < 1024 {
-                buf.reserve(16 * 1024);
-            }
-            let (res, b) = conn.stream().read(std::mem::take(&mut buf)).await;
-            buf = b;
-            match res {
-                Ok(n) if n > 0 => got_any = true,
-                _ => break None,
-            }
-        };
-        let Some(resp) = resp else {
-            if !got_any && conn.is_reused() && !attempt_fresh {
-                attempt_fresh = true;
-                continue;
-            }
-            group.report_failure(idx);
-            return CallResult::Error(None);
-        };
-        group.report_success(idx);
-        let status = resp.status();
-        let json = resp.is_json();
-        let mut decoder =
-            BodyDecoder::for_response(resp.framing()).with_limit(MAX_CALL_BODY as u64);
-        let mut body = Vec::new();
-        let mut total = 0usize;
-        loop {
-            loop {
-                match decoder.next_data(&mut buf) {
-                    Ok(Some(b)) => {
-                        total += b.len();
-                        body.push(b);
-                    }
-                    Ok(None) => break,
-                    Err(_) => return CallResult::Error(Some(status)),
-                }
-                if decoder.is_done() {
-                    break;
-                }
-            }
-            if decoder.is_done() || resp.framing() == BodyFraming::Empty {
-                break;
-            }
-            if total > MAX_CALL_BODY {
-                return CallResult::Error(Some(status));
-            }
-            if buf.capacity() - buf.len() < 1024 {
-                buf.reserve(16 * 1024);
-            }
-            let (res, b) = conn.stream().read(std::mem::take(&mut buf)).await;
-            buf = b;
-            match res {
-                Ok(0) => {
-                    if decoder.eof().is_ok() {
-                        break;
-                    }
-                    return CallResult::Error(Some(status));
-                }
-                Err(_) => return CallResult::Error(Some(status)),
-                Ok(_) => {}
-            }
-        }
-        if resp.keep_alive() && buf.is_empty() && decoder.is_done() {
-            conn.release_reusable(resp.keep_alive_timeout().map(Duration::from_secs));
-        }
-        drop(inflight);
-        if !(200..300).contains(&status) {
-            return CallResult::Error(Some(status));
-        }
-        return CallResult::Ok { status, body, json };
+/// Records the fan-out's outcome for the access log (`ok`, `partial:<names>`, `failed:<call>`,
+/// `cancelled` when the client left); the string is built only when the access log is on.
+fn note_outcome(client: &mut Client, outcome: impl FnOnce() -> String) {
+    if client.shard.access_log.is_some() {
+        client.notes.fanout = Some(outcome());
     }
 }
+
+/// Resolves when the client has closed or reset its connection; checked every
+/// [`CLIENT_GONE_POLL`] until `deadline`, then never (the calls end by the deadline anyway).
+///
+/// Pipelined requests waiting in the socket do not count as gone ([`Stream::peer_closed`] peeks).
+/// A client that half-closes (FIN) after its request counts as gone, as in nginx: HTTP/1.1 gives a
+/// half-close no meaning, and clients that hang up send the same FIN.
+async fn client_gone(stream: &Stream, deadline: Instant) {
+    let ticks = deadline
+        .saturating_duration_since(Instant::now())
+        .as_millis()
+        / CLIENT_GONE_POLL.as_millis()
+        + 1;
+    for _ in 0..ticks {
+        io::sleep(CLIENT_GONE_POLL).await;
+        if stream.peer_closed() {
+            return;
+        }
+    }
+    std::future::pending::<()>().await
+}
+
+/// Runs every call of `plan` concurrently until all have ended, a required one failed, or `gone`
+/// resolved. `reqs[i]` is call `i`'s request head.
+///
+/// # Batching
+/// The calls are polled in one `FuturesUnordered` inside this one task, so the first poll runs
+/// every call up to its first I/O (an idle pooled connection is taken synchronously, then its
+/// write is queued; a new connection queues its connect) in the same loop turn. On the uring
+/// driver those operations reach the kernel in one `io_uring_enter` when the task yields. Keep the
+/// calls in one task: spawning them would spread the submissions over several turns.
+///
+/// # Cancellation
+/// Every unfinished call is dropped before this returns: its timer and I/O are cancelled, and its
+/// `PooledConn` is closed (never pooled) because it was not released as clean.
+async fn gather(
+    plan: &FanoutPlan,
+    upstreams: &[UpstreamGroup],
+    reqs: Vec<Bytes>,
+    limits: Limits,
+    deadline: Instant,
+    gone: impl Future<Output = ()>,
+) -> Gathered {
+    let mut results: Results = plan.calls.iter().map(|_| None).collect();
+    let mut pending: FuturesUnordered<_> = plan
+        .calls
+        .iter()
+        .zip(reqs)
+        .enumerate()
+        .map(|(i, (call, req))| {
+            let group = &upstreams[call.upstream];
+            async move {
+                let t0 = Instant::now();
+                let call_deadline = deadline.min(t0 + call.timeout);
+                let result = io::timeout_at(call_deadline, run_call(group, req, &limits))
+                    .await
+                    .unwrap_or(CallResult::Timeout);
+                (
+                    i,
+                    Finished {
+                        result,
+                        took: t0.elapsed(),
+                    },
+                )
+            }
+        })
+        .collect();
+    let mut gone = pin!(gone);
+    // Bounded: each turn records one finished call (at most `calls.len()` turns) or returns.
+    loop {
+        match select(pending.next(), gone.as_mut()).await {
+            Either::Left((Some((i, done)), _)) => {
+                let failed = !done.result.is_ok();
+                results[i] = Some(done);
+                if failed && plan.calls[i].required {
+                    return Gathered::Done {
+                        results,
+                        failed_required: Some(i),
+                    };
+                }
+            }
+            Either::Left((None, _)) => {
+                return Gathered::Done {
+                    results,
+                    failed_required: None,
+                };
+            }
+            Either::Right(((), _)) => return Gathered::ClientGone(results),
+        }
+    }
+}
+
+/// Test-only record of where call bodies were read and what the answer body was made of, for the
+/// zero-copy test; outside `cfg(test)` every hook is an empty inline function.
+#[cfg(test)]
+mod audit {
+    use std::cell::RefCell;
+    use std::ops::Range;
+
+    use bytes::{Bytes, BytesMut};
+
+    thread_local! {
+        /// Address ranges of the unconsumed bytes of a call's read buffer after each read.
+        pub static READS: RefCell<Vec<Range<usize>>> = const { RefCell::new(Vec::new()) };
+        /// Address ranges of the answer body's pieces, as handed to the vectored write.
+        pub static WRITTEN: RefCell<Vec<Range<usize>>> = const { RefCell::new(Vec::new()) };
+    }
+
+    fn range(p: &[u8]) -> Range<usize> {
+        let start = p.as_ptr() as usize;
+        start..start + p.len()
+    }
+
+    pub fn read(buf: &BytesMut) {
+        READS.with(|r| r.borrow_mut().push(range(buf)));
+    }
+
+    pub fn written(parts: &[Bytes]) {
+        WRITTEN.with(|w| w.borrow_mut().extend(parts.iter().map(|p| range(p))));
+    }
+}
+
+#[cfg(not(test))]
+mod audit {
+    use bytes::{Bytes, BytesMut};
+
+    #[inline(always)]
+    pub fn read(_: &BytesMut) {}
+
+    #[inline(always)]
+    pub fn written(_: &[Bytes]) {}
+}
+
+#[cfg(test)]
+#[path = "fanout_tests.rs"]
+mod tests;

@@ -312,3 +312,73 @@ impl Client {
             || matches!(self.reader.read(&mut b), Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset)
     }
 }
+
+/// Open fds of process `pid` that are TCP connections to 127.0.0.1:`port` (any state but
+/// LISTEN), matched through the socket inodes in /proc/net/tcp.
+pub fn tcp_fds_to(pid: u32, port: u16) -> usize {
+    let suffix = format!(">{port} ");
+    describe_fds(pid)
+        .iter()
+        .filter(|d| d.contains(&suffix) && !d.ends_with("st0A"))
+        .count()
+}
+
+/// A 127.0.0.1 port that refuses connections for as long as this lives: the socket is bound but
+/// never listens, so the kernel cannot hand the port to another test's `bind(:0)` meanwhile (a
+/// port merely released could become a concurrent test's backend).
+pub struct DeadPort {
+    _socket: socket2::Socket,
+    pub addr: SocketAddr,
+}
+
+impl DeadPort {
+    pub fn new() -> DeadPort {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        s.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+            .unwrap();
+        let addr = s.local_addr().unwrap().as_socket().unwrap();
+        DeadPort { _socket: s, addr }
+    }
+}
+
+/// What each open fd of process `pid` is: `fd -> target`, with TCP sockets resolved to
+/// `tcp local_port->remote_port state` from /proc/net/tcp (for failure messages).
+pub fn describe_fds(pid: u32) -> Vec<String> {
+    let mut inodes = std::collections::HashMap::new();
+    for table in ["tcp", "tcp6"] {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() < 10 {
+                continue;
+            }
+            let port = |a: &str| {
+                a.rsplit(':')
+                    .next()
+                    .and_then(|p| u16::from_str_radix(p, 16).ok())
+                    .unwrap_or(0)
+            };
+            inodes.insert(
+                f[9].to_string(),
+                format!("tcp {}->{} st{}", port(f[1]), port(f[2]), f[3]),
+            );
+        }
+    }
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return out;
+    };
+    for e in dir.flatten() {
+        let target = std::fs::read_link(e.path())
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        let inode = target
+            .strip_prefix("socket:[")
+            .and_then(|t| t.strip_suffix(']'))
+            .unwrap_or("");
+        let what = inodes.get(inode).cloned().unwrap_or(target);
+        out.push(format!("{}={what}", e.file_name().to_string_lossy()));
+    }
+    out.sort();
+    out
+}

@@ -1,0 +1,251 @@
+//! The fan-out's answer: the JSON document assembled from literal pieces and the backends' body
+//! `Bytes` (no copy but the escaping of non-JSON bodies), the JSON check, the head with
+//! Server-Timing and Ringway-Partial, and the vectored write.
+
+use std::io::Read;
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use super::{CallResult, FanoutPlan, MAX_IOVECS, Results, audit};
+use crate::conn::{ConnAfter, put_u64, reason_phrase};
+use crate::io::{self, Stream};
+
+/// Whether `body` is one valid JSON text (RFC 8259), checked without copying or building it.
+pub(super) fn is_json(body: &[Bytes]) -> bool {
+    use serde::de::IgnoredAny;
+    match body {
+        [one] => serde_json::from_slice::<IgnoredAny>(one).is_ok(),
+        _ => serde_json::from_reader::<_, IgnoredAny>(Pieces { body, at: 0 }).is_ok(),
+    }
+}
+
+/// `io::Read` over body pieces, for validating a body that arrived in several pieces.
+struct Pieces<'a> {
+    body: &'a [Bytes],
+    at: usize,
+}
+
+impl Read for Pieces<'_> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        // Bounded by the number of pieces: empty ones are skipped.
+        while let Some((first, rest)) = self.body.split_first() {
+            let left = &first[self.at..];
+            if left.is_empty() {
+                self.body = rest;
+                self.at = 0;
+                continue;
+            }
+            let n = left.len().min(out.len());
+            out[..n].copy_from_slice(&left[..n]);
+            self.at += n;
+            return Ok(n);
+        }
+        Ok(0)
+    }
+}
+
+/// The 200 answer: keys interleaved with the values, and the names of the calls that failed.
+///
+/// A JSON body goes in as its own `Bytes` (no copy); an empty body, or one of another type, goes
+/// in as a JSON string; a failed call as `null`.
+pub(super) fn assemble<'p>(plan: &'p FanoutPlan, results: &Results) -> (Vec<Bytes>, Vec<&'p str>) {
+    let mut parts: Vec<Bytes> = Vec::with_capacity(plan.calls.len() * 2 + 1);
+    let mut partial = Vec::new();
+    for (c, r) in plan.calls.iter().zip(results) {
+        parts.push(c.key.clone());
+        match r.as_ref().map(|f| &f.result) {
+            Some(CallResult::Ok {
+                body, json: true, ..
+            }) if !body.iter().all(Bytes::is_empty) => {
+                parts.extend(body.iter().filter(|b| !b.is_empty()).cloned());
+            }
+            Some(CallResult::Ok { body, .. }) => parts.push(json_string(body)),
+            _ => {
+                parts.push(Bytes::from_static(b"null"));
+                partial.push(c.name.as_str());
+            }
+        }
+    }
+    parts.push(Bytes::from_static(b"}"));
+    (parts, partial)
+}
+
+/// `{"error":"<code>","call":"<name>","upstream":"<upstream>"}` (names need no escaping: config
+/// validation allows only letters, digits, `_`, `-`, `.`).
+pub(super) fn error_body(code: &str, call: &str, upstream: &str) -> Vec<Bytes> {
+    let mut body = BytesMut::with_capacity(48 + code.len() + call.len() + upstream.len());
+    body.put_slice(b"{\"error\":\"");
+    body.put_slice(code.as_bytes());
+    body.put_slice(b"\",\"call\":\"");
+    body.put_slice(call.as_bytes());
+    body.put_slice(b"\",\"upstream\":\"");
+    body.put_slice(upstream.as_bytes());
+    body.put_slice(b"\"}\n");
+    vec![body.freeze()]
+}
+
+/// Writes the answer's head into `out`: status line, Content-Type, Content-Length (`len`, the
+/// body's length also for HEAD), Server-Timing with every call in declaration order,
+/// Ringway-Partial when calls failed, Connection: close when the connection ends.
+///
+/// Server-Timing `desc`: absent for a 200, the status for any other answer, `"error"`,
+/// `"timeout"`, or `"cancelled"` for a call stopped because another failed; a cancelled call's
+/// `dur` is how long it ran.
+#[allow(clippy::too_many_arguments)] // one call site; a struct would only rename the arguments
+pub(super) fn write_head(
+    out: &mut BytesMut,
+    status: u16,
+    len: usize,
+    plan: &FanoutPlan,
+    results: &Results,
+    elapsed: Duration,
+    partial: &[&str],
+    after: ConnAfter,
+) {
+    out.put_slice(b"HTTP/1.1 ");
+    put_u64(out, u64::from(status));
+    out.put_u8(b' ');
+    out.put_slice(reason_phrase(status).as_bytes());
+    out.put_slice(b"\r\nContent-Type: application/json\r\nContent-Length: ");
+    put_u64(out, len as u64);
+    out.put_slice(b"\r\nServer-Timing: ");
+    for (i, (c, r)) in plan.calls.iter().zip(results).enumerate() {
+        if i > 0 {
+            out.put_slice(b", ");
+        }
+        out.put_slice(c.name.as_bytes());
+        out.put_slice(b";dur=");
+        put_u64(
+            out,
+            r.as_ref().map_or(elapsed, |f| f.took).as_millis() as u64,
+        );
+        let desc: Option<&[u8]> = match r.as_ref().map(|f| &f.result) {
+            Some(CallResult::Ok { status: 200, .. }) => None,
+            Some(CallResult::Ok { status, .. } | CallResult::Status(status)) => {
+                out.put_slice(b";desc=\"");
+                put_u64(out, u64::from(*status));
+                Some(b"\"")
+            }
+            Some(CallResult::Timeout) => Some(b";desc=\"timeout\""),
+            Some(_) => Some(b";desc=\"error\""),
+            None => Some(b";desc=\"cancelled\""),
+        };
+        if let Some(d) = desc {
+            out.put_slice(d);
+        }
+    }
+    if !partial.is_empty() {
+        out.put_slice(b"\r\nRingway-Partial: ");
+        for (i, name) in partial.iter().enumerate() {
+            if i > 0 {
+                out.put_slice(b", ");
+            }
+            out.put_slice(name.as_bytes());
+        }
+    }
+    if after == ConnAfter::Close {
+        out.put_slice(b"\r\nConnection: close");
+    }
+    out.put_slice(b"\r\n\r\n");
+}
+
+/// Writes head + body with vectored writes: one write for up to [`MAX_IOVECS`] pieces, which is
+/// every answer but those with a backend body in hundreds of chunks. For HEAD only the head goes.
+///
+/// Each write must complete within `idle` (`client_idle`), as every client write does (see
+/// `Client::write_vectored_all`): a client that stops reading must not park this task, and the
+/// backend bodies it holds, forever.
+///
+/// # Errors
+/// The write error, or `TimedOut` after `idle`; then the connection is set to close with a RST so
+/// the client cannot mistake the truncation for a complete answer. Either way the caller closes.
+pub(super) async fn write_answer(
+    stream: &mut Stream,
+    head: Bytes,
+    body: Vec<Bytes>,
+    head_only: bool,
+    idle: Duration,
+) -> std::io::Result<()> {
+    let mut parts = Vec::with_capacity(1 + body.len().min(MAX_IOVECS));
+    parts.push(head);
+    if head_only {
+        return write_within(stream, parts, idle).await;
+    }
+    audit::written(&body);
+    let mut rest = body.into_iter().filter(|b| !b.is_empty()).peekable();
+    // Bounded: each turn writes up to MAX_IOVECS pieces and the body has finitely many.
+    loop {
+        let room = MAX_IOVECS - parts.len();
+        parts.extend(rest.by_ref().take(room));
+        write_within(stream, std::mem::take(&mut parts), idle).await?;
+        if rest.peek().is_none() {
+            return Ok(());
+        }
+    }
+}
+
+/// One vectored write bounded by `idle`; a timed-out write resets the connection on close.
+async fn write_within(
+    stream: &mut Stream,
+    parts: Vec<Bytes>,
+    idle: Duration,
+) -> std::io::Result<()> {
+    match io::timeout(idle, stream.write_vectored_all(parts)).await {
+        Ok(r) => r,
+        Err(_) => {
+            stream.set_reset_on_close();
+            Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "client read nothing for client_idle",
+            ))
+        }
+    }
+}
+
+/// Encodes `body` as a JSON string literal: the one place a body is copied, because it must be
+/// escaped. Invalid UTF-8 becomes U+FFFD (JSON text is UTF-8, RFC 8259 §8.1).
+pub(super) fn json_string(body: &[Bytes]) -> Bytes {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let joined;
+    let bytes: &[u8] = match body {
+        [] => &[],
+        [one] => one,
+        _ => {
+            joined = body.concat();
+            &joined
+        }
+    };
+    let text = String::from_utf8_lossy(bytes);
+    let mut out = BytesMut::with_capacity(text.len() + text.len() / 8 + 2);
+    out.put_u8(b'"');
+    let mut run = 0;
+    let t = text.as_bytes();
+    // Copies runs of plain bytes at once; only `"`, `\` and control characters are escaped
+    // (RFC 8259 §7). Bytes >= 0x80 are UTF-8 sequences, valid after the lossy decode.
+    for (i, &b) in t.iter().enumerate() {
+        let esc: Option<&[u8]> = match b {
+            b'"' => Some(b"\\\""),
+            b'\\' => Some(b"\\\\"),
+            b'\n' => Some(b"\\n"),
+            b'\r' => Some(b"\\r"),
+            b'\t' => Some(b"\\t"),
+            0..0x20 => Some(b""),
+            _ => None,
+        };
+        if let Some(esc) = esc {
+            out.put_slice(&t[run..i]);
+            run = i + 1;
+            if esc.is_empty() {
+                out.put_slice(b"\\u00");
+                out.put_u8(HEX[usize::from(b >> 4)]);
+                out.put_u8(HEX[usize::from(b & 0xf)]);
+            } else {
+                out.put_slice(esc);
+            }
+        }
+    }
+    out.put_slice(&t[run..]);
+    out.put_u8(b'"');
+    out.freeze()
+}
