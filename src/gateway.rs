@@ -56,9 +56,11 @@ impl Gateway {
         for (i, rc) in config.routes.iter().enumerate() {
             let plan = fanouts.len();
             if let RouteAction::Fanout(f) = &rc.action {
-                // Validation guarantees every call names a defined upstream.
-                if let Some(p) = FanoutPlan::new(f, upstream_index) {
-                    fanouts.push(p);
+                // Validation guarantees every call names a defined upstream; a route whose plan
+                // cannot be built is left out rather than pointing at another route's plan.
+                match FanoutPlan::new(f, upstream_index) {
+                    Some(p) => fanouts.push(p),
+                    None => continue,
                 }
             }
             if let Some(r) = Route::new(i, rc, upstream_index, plan) {

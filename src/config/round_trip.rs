@@ -94,7 +94,7 @@ fn action(upstreams: usize) -> impl Strategy<Value = RouteAction> {
         "/[a-z0-9/._~-]{0,20}",
         any::<bool>(),
         0.0f64..=1.0,
-        proptest::collection::vec("[a-z0-9-]{1,12}", 0..4),
+        proptest::collection::vec("x-[a-z0-9-]{1,10}", 0..4),
     );
     prop_oneof![
         (0..upstreams).prop_map(|u| RouteAction::Proxy {

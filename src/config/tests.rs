@@ -501,6 +501,8 @@ rejects! {
         => 9:8 "route[0].fanout.call[0].path" "spaces";
     bad_forward_header: concat!(fan!(), "forward_headers = [\"accept\", \"x:y\"]\n")
         => 12:30 "route[0].fanout.call[0].forward_headers[1]" "`x:y` is not a header name";
+    framing_forward_header: concat!(fan!(), "forward_headers = [\"accept\", \"Content-Length\"]\n")
+        => 12:30 "route[0].fanout.call[0].forward_headers[1]" "cannot be forwarded";
     max_head_bytes_too_small: "[limits]\nmax_head_bytes = 512\n"
         => 2:18 "limits.max_head_bytes" "at least 1024, got 512";
     max_headers_zero: "[limits]\nmax_head_bytes = 1024\nmax_headers = 0\n"

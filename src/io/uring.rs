@@ -20,6 +20,9 @@ use compio::driver::ProactorBuilder;
 use compio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use futures_util::StreamExt;
 
+/// The kernel's UIO_MAXIOV: most iovecs one `sendmsg` accepts.
+const MAX_IOVECS: usize = 1024;
+
 /// Which optional io_uring features the uring driver may use; each is still used only where the
 /// kernel has it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -165,12 +168,22 @@ impl Stream {
         res
     }
 
-    pub async fn write_vectored_all(&mut self, bufs: Vec<Bytes>) -> io::Result<()> {
-        let BufResult(res, _) = match self {
-            Stream::Tcp(s) => s.write_vectored_all(bufs).await,
-            Stream::Unix(s) => s.write_vectored_all(bufs).await,
-        };
-        res
+    pub async fn write_vectored_all(&mut self, mut bufs: Vec<Bytes>) -> io::Result<()> {
+        // One sendmsg takes at most UIO_MAXIOV (1024) iovecs, else EMSGSIZE: send in slices.
+        while !bufs.is_empty() {
+            let rest = if bufs.len() > MAX_IOVECS {
+                bufs.split_off(MAX_IOVECS)
+            } else {
+                Vec::new()
+            };
+            let BufResult(res, _) = match self {
+                Stream::Tcp(s) => s.write_vectored_all(bufs).await,
+                Stream::Unix(s) => s.write_vectored_all(bufs).await,
+            };
+            res?;
+            bufs = rest;
+        }
+        Ok(())
     }
 
     pub async fn tunnel(&mut self, other: &mut Stream, linger: Duration) -> io::Result<(u64, u64)> {

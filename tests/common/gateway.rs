@@ -32,12 +32,23 @@ macro_rules! both_drivers {
 }
 
 /// A port nobody listens on right now (bind :0, read it, release it).
+///
+/// Ports come from 20000..32000, below the kernel's ephemeral range (32768+), so a port handed out
+/// here is never the one the OS gives a backend bound to :0 or an outgoing connection meanwhile;
+/// a per-process counter keeps this process's tests apart, a pid-based start keeps concurrent test
+/// processes apart.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static NEXT_PORT: std::sync::OnceLock<std::sync::atomic::AtomicU32> =
+        std::sync::OnceLock::new();
+    let next = NEXT_PORT
+        .get_or_init(|| std::sync::atomic::AtomicU32::new((std::process::id() % 100) * 120));
+    for _ in 0..12_000 {
+        let port = 20_000 + (next.fetch_add(1, Ordering::SeqCst) % 12_000) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in 20000..32000")
 }
 
 static NEXT: AtomicUsize = AtomicUsize::new(0);
