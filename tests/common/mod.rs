@@ -4,6 +4,7 @@
 
 pub mod backend;
 pub mod gateway;
+pub mod procfs;
 pub mod scripted;
 pub mod seccomp;
 pub mod tap;
