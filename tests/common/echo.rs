@@ -115,7 +115,7 @@ fn serve(mut s: TcpStream, served: &AtomicUsize) {
             })
             .unwrap_or_default();
         let h = id_hash(&id);
-        if h % 16 == 0 {
+        if h.is_multiple_of(16) {
             thread::sleep(Duration::from_millis(5));
         }
         let pad = "p".repeat((h % 30_000) as usize);
@@ -123,7 +123,7 @@ fn serve(mut s: TcpStream, served: &AtomicUsize) {
         let mut out =
             format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Echo-Id: {id}\r\n")
                 .into_bytes();
-        if (h >> 8) % 2 == 0 {
+        if (h >> 8).is_multiple_of(2) {
             out.extend_from_slice(format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes());
             out.extend_from_slice(body.as_bytes());
         } else {

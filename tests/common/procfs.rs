@@ -94,7 +94,8 @@ pub fn assert_back_to_baseline(
         let g = gauges(gw, upstream);
         let fds = gw.open_fds();
         let idle = g.pool_idle as usize;
-        if g.clients_open == 0.0 && g.pool_active == 0.0 && fds <= fds_baseline.saturating_add(idle) {
+        if g.clients_open == 0.0 && g.pool_active == 0.0 && fds <= fds_baseline.saturating_add(idle)
+        {
             return g;
         }
         if Instant::now() > deadline {
