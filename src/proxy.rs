@@ -10,6 +10,12 @@
 //! buffers whatever the body size. The only copy is the rewritten head. (The unit test at the end
 //! proves it with pointer checks on both drivers.)
 //!
+//! Early responses (RFC 9112 §9.5): a backend may answer before it has read the whole request
+//! body (typically a `413`) and close, or stop reading. When writing the request to the backend
+//! fails or stalls and the backend has something for us to read, that answer is relayed (like
+//! nginx does) instead of a 502/504; both connections are then closed, since the backend never got
+//! the whole request and the client's body was not read to its end.
+//!
 //! Retry rule (DESIGN.md): a request that fails on a *reused* connection before any response byte
 //! arrived is retried once on a fresh connection if it is idempotent, or if it was never written
 //! (the write itself failed); in both cases only when the whole request is still in hand (its body
@@ -78,6 +84,16 @@ enum BodyFailure {
     ClientInvalid(HttpError),
     /// The client went away or stalled: nobody to answer.
     ClientGone,
+}
+
+/// How much of the request reached the backend before its response head was read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sent {
+    /// All of it: the exchange can end with both connections kept alive.
+    Whole,
+    /// Writing failed or stalled part-way and the backend answered early: neither connection
+    /// can be reused (the backend still expects body bytes, the client still sends them).
+    Partial,
 }
 
 /// The per-operation time limits of one exchange.
@@ -188,6 +204,7 @@ pub async fn forward(
         }
 
         // Send head + buffered body in one vectored write.
+        let mut sent = Sent::Whole;
         if let Err(f) = send_request(&mut conn, &req_head, &body_parts, times.upstream).await {
             // Never written (the write failed): safe to resend if we still hold all of it.
             if conn.is_reused() && !stale_retry_used && body_complete {
@@ -195,15 +212,21 @@ pub async fn forward(
                 stale_retry_used = true;
                 continue;
             }
-            group.report_failure(idx);
-            return fail(client, group, &head, &body, f).await;
+            if !answered_early(&conn, &f) {
+                group.report_failure(idx);
+                return fail(client, group, &head, &body, f).await;
+            }
+            sent = Sent::Partial;
         }
-        if !body.is_done() {
+        if sent == Sent::Whole && !body.is_done() {
             // Stream the rest of the body; from here on the request cannot be resent.
             match stream_request_body(client, &mut conn, &mut body, times).await {
                 Ok(()) => {}
                 Err(BodyFailure::ClientInvalid(e)) => return client_error(client, e).await,
                 Err(BodyFailure::ClientGone) => return (0, ConnAfter::Close),
+                Err(BodyFailure::Upstream(f)) if answered_early(&conn, &f) => {
+                    sent = Sent::Partial;
+                }
                 Err(BodyFailure::Upstream(f)) => {
                     group.report_failure(idx);
                     return fail(client, group, &head, &body, f).await;
@@ -245,9 +268,22 @@ pub async fn forward(
             }
             Err(ReadHeadError::ClientGone) => return (0, ConnAfter::Close),
         };
+        if sent == Sent::Partial && resp.status() == 101 {
+            // A tunnel cannot start in the middle of a request body.
+            group.report_failure(idx);
+            let e = HttpError::upstream(ErrorKind::InvalidStatus);
+            return fail(client, group, &head, &body, Failure::BadResponse(e)).await;
+        }
         group.report_success(idx);
         let status = resp.status();
-        let (after, clean) = relay_response(client, gw, conn, ubuf, &head, resp, times).await;
+        let relayed = relay_response(client, gw, conn, ubuf, &head, resp, times, sent).await;
+        let (after, clean) = match relayed {
+            Ok(r) => r,
+            Err(f) => {
+                group.report_failure(idx);
+                return fail(client, group, &head, &body, f).await;
+            }
+        };
         drop(inflight);
         let outcome = if clean {
             UpstreamOutcome::Ok
@@ -257,6 +293,20 @@ pub async fn forward(
         client.shard.metrics.upstream(&group.name, outcome);
         return (status, after);
     }
+}
+
+/// Whether the backend left something to read after writing the request to it failed (`f`):
+/// bytes (an early response, see the module doc) or a FIN/RST that reading will report.
+///
+/// Reading then either finds a response head, relayed to the client, or fails like the write
+/// did (502); a write that timed out on a backend with nothing to say stays a 504 without
+/// another wait.
+fn answered_early(conn: &PooledConn, f: &Failure) -> bool {
+    let early = !conn.stream_ref().is_quiet();
+    if early {
+        tracing::debug!("writing the request failed ({f:?}); reading the backend's early answer");
+    }
+    early
 }
 
 /// Splits every complete piece of body already in `buf` off it (zero copy).
@@ -441,8 +491,13 @@ async fn read_upstream(
 /// Sends the response head and streams its body to the client, or tunnels after a `101`.
 /// Returns what happens to the client connection and whether the exchange completed cleanly.
 ///
+/// # Errors
+/// The response body's framing was invalid before any byte was written to the client: the
+/// caller answers 502 instead (the backend connection is already closed).
 /// The backend connection goes back to its pool only when the body ended cleanly, the backend
-/// allows reuse, and no byte beyond the response was read (honouring `Keep-Alive: timeout=`).
+/// allows reuse, no byte beyond the response was read (honouring `Keep-Alive: timeout=`), and the
+/// backend got the whole request (`sent`); an early answer also closes the client connection.
+#[allow(clippy::too_many_arguments)]
 async fn relay_response(
     client: &mut Client,
     gw: &Gateway,
@@ -451,8 +506,9 @@ async fn relay_response(
     req: &RequestHead,
     resp: ResponseHead,
     times: Deadlines,
-) -> (ConnAfter, bool) {
-    let keep_client = req.keep_alive() && !client.shard.is_draining();
+    sent: Sent,
+) -> Result<(ConnAfter, bool), Failure> {
+    let keep_client = sent == Sent::Whole && req.keep_alive() && !client.shard.is_draining();
     client.scratch.clear();
     let plan =
         http::write_forward_response_head(&mut client.scratch, &resp, req.version(), keep_client);
@@ -471,7 +527,7 @@ async fn relay_response(
             linger,
         )
         .await;
-        return (ConnAfter::Close, ok);
+        return Ok((ConnAfter::Close, ok));
     }
 
     let mut decoder = BodyDecoder::for_response(resp.framing());
@@ -486,9 +542,9 @@ async fn relay_response(
         times,
     )
     .await;
-    match end {
+    Ok(match end {
         BodyEnd::Complete => {
-            if resp.keep_alive() && ubuf.is_empty() {
+            if sent == Sent::Whole && resp.keep_alive() && ubuf.is_empty() {
                 conn.release_reusable(resp.keep_alive_timeout().map(Duration::from_secs));
             }
             (plan.client_conn, true)
@@ -501,7 +557,8 @@ async fn relay_response(
             (ConnAfter::Close, false)
         }
         BodyEnd::ClientGone => (ConnAfter::Close, false),
-    }
+        BodyEnd::Rejected(e) => return Err(Failure::BadResponse(e)),
+    })
 }
 
 /// Writes the 101 head (and any bytes read past it) to the client, any bytes the client sent past
@@ -548,6 +605,8 @@ enum BodyEnd {
     Truncated,
     /// Writing to the client failed or stalled.
     ClientGone,
+    /// The body's framing was invalid before anything was written to the client: answer 502.
+    Rejected(HttpError),
 }
 
 /// Streams one response body from `upstream` to `client`: `first` (the head) goes out with the
@@ -575,6 +634,13 @@ async fn relay_body(
             BodyMode::Decoded => pull(decoder, ubuf, &mut out, BodyDecoder::next_data),
         };
         let done = mode == BodyMode::None || decoder.is_done();
+        if let Err(e) = taken
+            && head_pending == 1
+        {
+            // Nothing reached the client yet (the head goes out with the first body bytes):
+            // the backend's response is simply bad, and the client can get a clean 502.
+            return BodyEnd::Rejected(e);
+        }
         if !out.is_empty() {
             audit::written(&out[head_pending..]);
             head_pending = 0;

@@ -50,7 +50,8 @@ pub struct Shard {
     pub draining: LocalEvent,
     /// Open client connections on this shard.
     open_conns: Cell<usize>,
-    /// This shard's share of `limits.max_connections`.
+    /// This shard's share of the client connection limit: `limits.max_connections`, lowered to
+    /// keep a reserve of fds for backends under `RLIMIT_NOFILE` (see [`client_conn_limit`]).
     conn_limit: usize,
     /// Set when a connection closes while the accept loop waits below the limit.
     below_limit: RefCell<Option<LocalEvent>>,
@@ -201,6 +202,87 @@ fn bind_all(
     Ok((per_shard, resolved))
 }
 
+/// Fds every shard needs besides connections (its ring or epoll fd, wake-up and control fds,
+/// listeners), counted on top of those already open when the limit is computed.
+const FD_PER_SHARD: usize = 8;
+
+/// Fds kept for the rest of the process: admin connections (scrapes, probes), log files,
+/// a reload's config file.
+const FD_SLACK: usize = 16;
+
+/// How many client connections the whole gateway may hold without running out of fds for its
+/// backends: `max_connections`, lowered to fit under the open-files limit `nofile` (the soft
+/// `RLIMIT_NOFILE`, which `ringway run` raised to the hard limit at start). At least 1.
+///
+/// The reserve, never used for clients: the fds open now (`open_now`), [`FD_PER_SHARD`] per
+/// shard, [`FD_SLACK`], and room for every backend connection the pools may open
+/// (`backend_max`, the sum of `max_connections` over endpoints and shards) or, when fds are
+/// that scarce, half of what is left, since each proxied request in flight holds one client
+/// and one backend fd.
+///
+/// Without it, enough clients take every fd and each request then fails to connect to its
+/// backend (`EMFILE`, 502) while the gateway keeps accepting: it looks up but serves nothing.
+/// With it, the accept loop stops at the limit (it waits for a close, see [`accept_loop`]), the
+/// extra clients wait in the listen backlog, and the established ones keep being served.
+/// Computed once at start; a reload that adds endpoints does not recompute it.
+fn client_conn_limit(
+    max_connections: usize,
+    nofile: Option<usize>,
+    open_now: usize,
+    shards: usize,
+    backend_max: usize,
+) -> usize {
+    let Some(nofile) = nofile else {
+        return max_connections.max(1);
+    };
+    let fixed = open_now
+        .saturating_add(FD_SLACK)
+        .saturating_add(FD_PER_SHARD.saturating_mul(shards));
+    let avail = nofile.saturating_sub(fixed);
+    let backends = backend_max.min(avail / 2);
+    let by_fds = avail.saturating_sub(backends).max(1);
+    if by_fds < max_connections {
+        tracing::info!(
+            rlimit_nofile = nofile,
+            reserved_for_backends = backends,
+            reserved_other = fixed,
+            max_connections,
+            "open-files limit caps client connections at {by_fds}"
+        );
+    }
+    by_fds.min(max_connections).max(1)
+}
+
+/// The most backend connections `config`'s pools may hold at once over `shards` shards.
+fn backend_conn_max(config: &Config, shards: usize) -> usize {
+    config
+        .upstreams
+        .iter()
+        .map(|u| u.endpoints.len().saturating_mul(u.pool.max_connections))
+        .fold(0usize, usize::saturating_add)
+        .saturating_mul(shards)
+}
+
+/// Fds this process has open right now (`/proc/self/fd`, minus the one reading it).
+fn open_fds_now() -> usize {
+    std::fs::read_dir("/proc/self/fd").map_or(FD_SLACK, |d| d.count().saturating_sub(1))
+}
+
+/// The soft `RLIMIT_NOFILE`, if known and finite.
+fn nofile_soft_limit() -> Option<usize> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid, writable rlimit struct; getrlimit only writes into it.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0
+        || lim.rlim_cur == libc::RLIM_INFINITY
+    {
+        return None;
+    }
+    usize::try_from(lim.rlim_cur).ok()
+}
+
 /// Starts `shards` threads on `driver` serving `config`.
 ///
 /// Returns once every shard has bound its listeners and built its event loop.
@@ -244,7 +326,15 @@ pub fn start(
             "io_uring features in use"
         );
     }
-    let conn_limit = config.limits.max_connections.div_ceil(shards).max(1);
+    let conn_limit = client_conn_limit(
+        config.limits.max_connections,
+        nofile_soft_limit(),
+        open_fds_now(),
+        shards,
+        backend_conn_max(&config, shards),
+    )
+    .div_ceil(shards)
+    .max(1);
 
     let (ready_tx, ready_rx) = mpsc::channel::<Result<usize, String>>();
     let mut handles = Vec::with_capacity(shards);
@@ -503,11 +593,38 @@ async fn run_shard(
     }
 }
 
+/// Below this many free client slots a shard accepts one connection at a time. An armed
+/// multishot accept lets the kernel take every incoming connection, an fd each, however many the
+/// shard may still hold: near the limit that would eat the fds kept for backends (see
+/// [`client_conn_limit`]) and park accepted clients nobody serves.
+const MULTISHOT_MIN_HEADROOM: usize = 64;
+
 /// Accepts connections until the shard drains.
+///
+/// At the shard's connection limit it stops accepting until a connection closes (new clients
+/// wait in the listen backlog); an accept error (`EMFILE` despite the fd reserve, `ENFILE`,
+/// `ENOBUFS`) backs off 50 ms. Neither case spins. With `multishot`, a multishot accept is kept
+/// armed only while more than [`MULTISHOT_MIN_HEADROOM`] slots are free (re-armed above twice
+/// that): dropping it cancels it, closing the few connections the kernel may have accepted and
+/// not yet handed over, which can only happen at that switch, near the limit.
 async fn accept_loop(shard: Rc<Shard>, listener: Listener, multishot: bool) {
-    let mut incoming = listener.incoming(multishot);
+    let headroom = |s: &Shard| s.conn_limit.saturating_sub(s.open_conns.get());
+    let mut multi = multishot && headroom(&shard) > MULTISHOT_MIN_HEADROOM;
+    let mut incoming = listener.incoming(multi);
+    // Bounded: each pass accepts one connection, waits for a close, backs off, or returns.
     loop {
-        if shard.open_conns.get() >= shard.conn_limit {
+        let room = headroom(&shard);
+        let want_multi = multishot
+            && if multi {
+                room > MULTISHOT_MIN_HEADROOM
+            } else {
+                room > 2 * MULTISHOT_MIN_HEADROOM
+            };
+        if want_multi != multi {
+            multi = want_multi;
+            incoming = listener.incoming(multi);
+        }
+        if room == 0 {
             // Over the limit: wait for a close instead of accepting (no busy loop).
             let ev = LocalEvent::new();
             *shard.below_limit.borrow_mut() = Some(ev.clone());
@@ -589,5 +706,34 @@ async fn control_loop(shard: Rc<Shard>, mut ctl: Stream, commands: mpsc::Receive
             shard.draining.set();
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod fd_budget_tests {
+    use super::{FD_PER_SHARD, FD_SLACK, client_conn_limit};
+
+    #[test]
+    fn scarce_fds_are_split_between_clients_and_backends() {
+        // 64 fds, 18 open, one shard: 22 left, 11 for backends, 11 for clients.
+        let fixed = 18 + FD_SLACK + FD_PER_SHARD;
+        assert_eq!(fixed, 42);
+        assert_eq!(client_conn_limit(20_000, Some(64), 18, 1, 256), 11);
+    }
+
+    #[test]
+    fn plenty_of_fds_reserve_what_the_pools_may_open() {
+        // 20,000 fds, one endpoint of 256 connections on one shard.
+        assert_eq!(
+            client_conn_limit(20_000, Some(20_000), 18, 1, 256),
+            20_000 - 18 - FD_SLACK - FD_PER_SHARD - 256
+        );
+        assert_eq!(client_conn_limit(100, Some(1 << 20), 18, 4, 4096), 100);
+    }
+
+    #[test]
+    fn unknown_or_exhausted_limits() {
+        assert_eq!(client_conn_limit(20_000, None, 18, 1, 256), 20_000);
+        assert_eq!(client_conn_limit(20_000, Some(10), 18, 1, 256), 1);
     }
 }

@@ -390,6 +390,14 @@ impl PooledConn {
             .expect("pooled stream present until drop")
     }
 
+    /// The stream, shared (for checks such as [`Stream::is_quiet`]).
+    pub fn stream_ref(&self) -> &Stream {
+        // Invariant: `stream` is Some until drop.
+        self.stream
+            .as_ref()
+            .expect("pooled stream present until drop")
+    }
+
     /// Marks the exchange complete and the connection clean: on drop it returns to the pool,
     /// kept at most `keep_alive_for` (the backend's `Keep-Alive: timeout`) if given.
     pub fn release_reusable(mut self, keep_alive_for: Option<Duration>) {
