@@ -426,48 +426,6 @@ async fn gather(
         }
     }
 }
-
-/// Test-only record of where call bodies were read and what the answer body was made of, for the
-/// zero-copy test; outside `cfg(test)` every hook is an empty inline function.
-#[cfg(test)]
-mod audit {
-    use std::cell::RefCell;
-    use std::ops::Range;
-
-    use bytes::{Bytes, BytesMut};
-
-    thread_local! {
-        /// Address ranges of the unconsumed bytes of a call's read buffer after each read.
-        pub static READS: RefCell<Vec<Range<usize>>> = const { RefCell::new(Vec::new()) };
-        /// Address ranges of the answer body's pieces, as handed to the vectored write.
-        pub static WRITTEN: RefCell<Vec<Range<usize>>> = const { RefCell::new(Vec::new()) };
-    }
-
-    fn range(p: &[u8]) -> Range<usize> {
-        let start = p.as_ptr() as usize;
-        start..start + p.len()
-    }
-
-    pub fn read(buf: &BytesMut) {
-        READS.with(|r| r.borrow_mut().push(range(buf)));
-    }
-
-    pub fn written(parts: &[Bytes]) {
-        WRITTEN.with(|w| w.borrow_mut().extend(parts.iter().map(|p| range(p))));
-    }
-}
-
-#[cfg(not(test))]
-mod audit {
-    use bytes::{Bytes, BytesMut};
-
-    #[inline(always)]
-    pub fn read(_: &BytesMut) {}
-
-    #[inline(always)]
-    pub fn written(_: &[Bytes]) {}
-}
-
 #[cfg(test)]
 #[path = "fanout_tests.rs"]
 mod tests;

@@ -337,8 +337,7 @@ fn run_fanout(
     groups: &[UpstreamGroup],
     head: &RequestHead,
 ) -> Run {
-    audit::READS.with(|r| r.borrow_mut().clear());
-    audit::WRITTEN.with(|w| w.borrow_mut().clear());
+    crate::audit::reset();
     let (ours, theirs) = UnixStream::pair().unwrap();
     let reader = std::thread::spawn(move || {
         let mut theirs = theirs;
@@ -377,14 +376,13 @@ fn run_fanout(
         .await
         .unwrap();
         // The write hook saw exactly the assembled pieces (empty ones are skipped on the wire).
-        let seen: Vec<usize> =
-            audit::WRITTEN.with(|w| w.borrow().iter().map(|r| r.start).collect());
+        let seen: Vec<usize> = crate::audit::writes().iter().map(|r| r.start).collect();
         assert_eq!(seen, written_ptrs);
         results
     });
     let got = reader.join().unwrap();
-    let reads = audit::READS.with(|r| r.borrow().clone());
-    let written = audit::WRITTEN.with(|w| w.borrow().clone());
+    let reads = crate::audit::reads();
+    let written = crate::audit::writes();
     (got, results, reads, written)
 }
 

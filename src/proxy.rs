@@ -31,6 +31,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
+use crate::audit;
 use crate::conn::{Client, ConnAfter};
 use crate::gateway::Gateway;
 use crate::http::{
@@ -750,54 +751,6 @@ async fn client_error(client: &mut Client, e: HttpError) -> (u16, ConnAfter) {
         .send_error(status, e.reason(), None, ConnAfter::Close, &[])
         .await;
     (status, ConnAfter::Close)
-}
-
-/// Zero-copy audit (tests only): records the buffers backend bytes were read into and the body
-/// pieces written to the client, so a test can check every piece lies inside a read buffer.
-/// Outside `cfg(test)` both hooks are empty inline functions: they compile to nothing.
-#[cfg(not(test))]
-mod audit {
-    use bytes::{Bytes, BytesMut};
-
-    #[inline(always)]
-    pub fn read(_: &BytesMut) {}
-
-    #[inline(always)]
-    pub fn written(_: &[Bytes]) {}
-}
-
-#[cfg(test)]
-mod audit {
-    use std::cell::RefCell;
-
-    use bytes::{Bytes, BytesMut};
-
-    thread_local! {
-        /// Address ranges `[start, end)` of the buffer views backend reads landed in.
-        pub static READ_BUFS: RefCell<Vec<(usize, usize)>> = const { RefCell::new(Vec::new()) };
-        /// Address ranges of the body pieces written to the client.
-        pub static WRITTEN: RefCell<Vec<(usize, usize)>> = const { RefCell::new(Vec::new()) };
-    }
-
-    pub fn read(buf: &BytesMut) {
-        let start = buf.as_ptr() as usize;
-        READ_BUFS.with(|r| r.borrow_mut().push((start, start + buf.capacity())));
-    }
-
-    pub fn written(pieces: &[Bytes]) {
-        WRITTEN.with(|w| {
-            let mut w = w.borrow_mut();
-            for p in pieces.iter().filter(|p| !p.is_empty()) {
-                let start = p.as_ptr() as usize;
-                w.push((start, start + p.len()));
-            }
-        });
-    }
-
-    pub fn reset() {
-        READ_BUFS.with(|r| r.borrow_mut().clear());
-        WRITTEN.with(|w| w.borrow_mut().clear());
-    }
 }
 
 #[cfg(test)]

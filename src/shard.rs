@@ -91,17 +91,12 @@ impl Shard {
 
 /// A started set of shards, driven from the main thread.
 pub struct ShardSet {
-    shards: Vec<ShardHandle>,
+    threads: Vec<thread::JoinHandle<()>>,
+    control: Controller,
     /// The driver every shard runs.
     pub driver: Driver,
     /// The bound listen addresses (port 0 resolved).
     pub listen: Vec<SocketAddr>,
-}
-
-struct ShardHandle {
-    thread: Option<thread::JoinHandle<()>>,
-    ctl: StdUnixStream,
-    commands: mpsc::Sender<Command>,
 }
 
 /// Why the shards could not start; each message says what to fix.
@@ -337,7 +332,10 @@ pub fn start(
     .max(1);
 
     let (ready_tx, ready_rx) = mpsc::channel::<Result<usize, String>>();
-    let mut handles = Vec::with_capacity(shards);
+    let mut threads = Vec::with_capacity(shards);
+    let mut control = Controller {
+        shards: Vec::with_capacity(shards),
+    };
     for (id, shard_listeners) in listeners.into_iter().enumerate() {
         let (ctl_main, ctl_shard) = StdUnixStream::pair()
             .map_err(|e| StartError(format!("control socketpair for shard {id}: {e}")))?;
@@ -378,11 +376,8 @@ pub fn start(
                 ));
             })
             .map_err(|e| StartError(format!("cannot start shard thread {id}: {e}")))?;
-        handles.push(ShardHandle {
-            thread: Some(thread),
-            ctl: ctl_main,
-            commands: cmd_tx,
-        });
+        threads.push(thread);
+        control.shards.push((ctl_main, cmd_tx));
     }
     drop(ready_tx);
     for _ in 0..shards {
@@ -393,7 +388,8 @@ pub fn start(
         }
     }
     Ok(ShardSet {
-        shards: handles,
+        threads,
+        control,
         driver,
         listen: resolved,
     })
@@ -402,34 +398,25 @@ pub fn start(
 impl ShardSet {
     /// Number of shards.
     pub fn len(&self) -> usize {
-        self.shards.len()
+        self.threads.len()
     }
 
     /// Whether there are no shards (never true for a started set).
     pub fn is_empty(&self) -> bool {
-        self.shards.is_empty()
-    }
-
-    /// Sends `make(i)` to shard `i`, for every shard.
-    pub fn broadcast(&mut self, mut make: impl FnMut(usize) -> Command) {
-        for (i, s) in self.shards.iter_mut().enumerate() {
-            if s.commands.send(make(i)).is_ok() {
-                // One byte wakes the control task; if the socket buffer is full the shard already
-                // has wake-ups pending, so a failed write loses nothing.
-                let _ = s.ctl.write(&[1]);
-            }
-        }
+        self.threads.is_empty()
     }
 
     /// A handle the admin thread uses to scrape and reload without owning the threads.
+    ///
+    /// # Errors
+    /// The control sockets cannot be duplicated (out of fds).
     pub fn controller(&self) -> Result<Controller, StartError> {
-        let mut shards = Vec::with_capacity(self.shards.len());
-        for s in &self.shards {
-            let ctl = s
-                .ctl
+        let mut shards = Vec::with_capacity(self.control.shards.len());
+        for (ctl, tx) in &self.control.shards {
+            let ctl = ctl
                 .try_clone()
                 .map_err(|e| StartError(format!("control socket: {e}")))?;
-            shards.push((ctl, s.commands.clone()));
+            shards.push((ctl, tx.clone()));
         }
         Ok(Controller { shards })
     }
@@ -437,11 +424,10 @@ impl ShardSet {
     /// Tells every shard to drain, then waits up to `deadline` for their threads to finish.
     ///
     /// Returns the number of shards that did not finish in time.
-    pub fn drain_and_join(mut self, deadline: Instant) -> usize {
-        self.broadcast(|_| Command::Drain);
+    pub fn drain_and_join(self, deadline: Instant) -> usize {
+        self.control.broadcast(|_| Command::Drain);
         let mut late = 0;
-        for s in &mut self.shards {
-            let Some(t) = s.thread.take() else { continue };
+        for t in self.threads {
             // Bounded wait: poll `is_finished` rather than block past the deadline.
             while !t.is_finished() && Instant::now() < deadline {
                 thread::sleep(Duration::from_millis(5));
@@ -477,33 +463,18 @@ impl Controller {
     pub fn broadcast(&self, mut make: impl FnMut(usize) -> Command) {
         for (i, (ctl, tx)) in self.shards.iter().enumerate() {
             if tx.send(make(i)).is_ok() {
+                // One byte wakes the control task; if the socket buffer is full the shard already
+                // has wake-ups pending, so a failed write loses nothing.
                 let _ = (&*ctl).write(&[1]);
             }
         }
     }
 
-    /// Gathers every shard's counters, waiting at most `limit` per shard.
-    pub fn scrape(&self, limit: Duration) -> Vec<ShardSnapshot> {
+    /// Sends `make(tx)` to every shard and gathers one reply per shard, waiting at most `limit`
+    /// in all; shards that do not answer in time are missing from the result.
+    fn ask_all<T>(&self, limit: Duration, make: impl Fn(mpsc::Sender<T>) -> Command) -> Vec<T> {
         let (tx, rx) = mpsc::channel();
-        self.broadcast(|_| Command::Scrape(tx.clone()));
-        drop(tx);
-        let deadline = Instant::now() + limit;
-        let mut out = Vec::with_capacity(self.shards.len());
-        while out.len() < self.shards.len() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(s) => out.push(s),
-                Err(_) => break,
-            }
-        }
-        out.sort_by_key(|s| s.shard);
-        out
-    }
-
-    /// Applies `config` on every shard; returns one result per shard that answered in `limit`.
-    pub fn reload(&self, config: Arc<Config>, limit: Duration) -> Vec<Result<(), String>> {
-        let (tx, rx) = mpsc::channel();
-        self.broadcast(|_| Command::Reload(config.clone(), tx.clone()));
+        self.broadcast(|_| make(tx.clone()));
         drop(tx);
         let deadline = Instant::now() + limit;
         let mut out = Vec::with_capacity(self.shards.len());
@@ -511,12 +482,25 @@ impl Controller {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
                 Ok(r) => out.push(r),
-                Err(_) => {
-                    out.push(Err("a shard did not answer in time".into()));
-                    break;
-                }
+                Err(_) => break,
             }
         }
+        out
+    }
+
+    /// Gathers every shard's counters, waiting at most `limit` in all.
+    pub fn scrape(&self, limit: Duration) -> Vec<ShardSnapshot> {
+        let mut out = self.ask_all(limit, Command::Scrape);
+        out.sort_by_key(|s| s.shard);
+        out
+    }
+
+    /// Applies `config` on every shard; one result per shard (an error for each that did not
+    /// answer within `limit`).
+    pub fn reload(&self, config: Arc<Config>, limit: Duration) -> Vec<Result<(), String>> {
+        let mut out = self.ask_all(limit, |tx| Command::Reload(config.clone(), tx));
+        let missing = self.shards.len() - out.len();
+        out.extend((0..missing).map(|_| Err("a shard did not answer in time".to_string())));
         out
     }
 }

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::{CallResult, FanoutPlan, MAX_IOVECS, Results, audit};
+use super::{CallResult, FanoutPlan, MAX_IOVECS, Results};
+use crate::audit;
 use crate::conn::{ConnAfter, put_u64, reason_phrase};
 use crate::io::{self, Stream};
 

@@ -8,7 +8,8 @@ use std::time::Duration;
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::answer::is_json;
-use super::{CALL_READ_BUF, CallResult, FanoutPlan, MAX_CALL_BODY, MAX_INTERIM_HEADS, audit};
+use super::{CALL_READ_BUF, CallResult, FanoutPlan, MAX_CALL_BODY, MAX_INTERIM_HEADS};
+use crate::audit;
 use crate::http::{
     self, BodyDecoder, HeadScanner, Limits, Method, RequestHead, ResponseHead, Status, Version,
 };

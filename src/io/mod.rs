@@ -212,6 +212,17 @@ impl<F: Future, S: Future<Output = ()>> Future for Timeout<F, S> {
     }
 }
 
+/// What a peek at a stream found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Peek {
+    /// Nothing to read, connection open.
+    Nothing,
+    /// Bytes are waiting.
+    Data,
+    /// FIN or an error (reset).
+    Closed,
+}
+
 /// A connected byte stream: TCP or Unix, on either driver.
 pub enum Stream {
     /// io_uring stream.
@@ -266,9 +277,8 @@ impl Stream {
         }
     }
 
-    /// True if nothing can be read right now and the peer has not closed: the check before an idle
-    /// pooled connection is reused (one non-blocking `recv(MSG_PEEK)`; no bytes are consumed).
-    pub fn is_quiet(&self) -> bool {
+    /// What a non-blocking `recv(MSG_PEEK)` of one byte sees; consumes nothing.
+    fn peek(&self) -> Peek {
         let mut byte = 0u8;
         // SAFETY: `byte` is a valid 1-byte buffer for the duration of the call; the fd is open
         // because `self` owns it. MSG_PEEK consumes nothing, so the stream's state is unchanged.
@@ -280,33 +290,25 @@ impl Stream {
                 libc::MSG_PEEK | libc::MSG_DONTWAIT,
             )
         };
-        if n < 0 {
-            let err = io::Error::last_os_error();
-            err.kind() == io::ErrorKind::WouldBlock
-        } else {
-            // n == 0: FIN; n > 0: unsolicited bytes. Either way the connection is not reusable.
-            false
+        match n {
+            0 => Peek::Closed,
+            n if n > 0 => Peek::Data,
+            _ if io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock => Peek::Nothing,
+            _ => Peek::Closed,
         }
+    }
+
+    /// True if nothing can be read right now and the peer has not closed: the check before an idle
+    /// pooled connection is reused (one non-blocking `recv(MSG_PEEK)`; no bytes are consumed).
+    /// Unsolicited bytes or a FIN both make a pooled connection unusable.
+    pub fn is_quiet(&self) -> bool {
+        self.peek() == Peek::Nothing
     }
 
     /// True if the peer has closed or reset the connection (a pending FIN or error), checked
     /// without consuming any byte; pipelined bytes waiting to be read do not count as closed.
     pub fn peer_closed(&self) -> bool {
-        let mut byte = 0u8;
-        // SAFETY: as in `is_quiet`: a valid 1-byte buffer, an open fd, MSG_PEEK consumes nothing.
-        let n = unsafe {
-            libc::recv(
-                self.as_raw_fd(),
-                (&mut byte as *mut u8).cast(),
-                1,
-                libc::MSG_PEEK | libc::MSG_DONTWAIT,
-            )
-        };
-        if n < 0 {
-            io::Error::last_os_error().kind() != io::ErrorKind::WouldBlock
-        } else {
-            n == 0
-        }
+        self.peek() == Peek::Closed
     }
 
     /// The peer's TCP address (None for Unix sockets).
