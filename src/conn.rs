@@ -27,6 +27,15 @@ use crate::router::RouteKind;
 use crate::shard::Shard;
 use crate::upstream::Pool;
 
+/// Longest a lingering close keeps reading after an error answer.
+pub const LINGER_TOTAL: Duration = Duration::from_secs(2);
+
+/// A lingering close ends once the client sends nothing for this long.
+pub const LINGER_IDLE: Duration = Duration::from_millis(250);
+
+/// Most bytes a lingering close discards before it closes anyway.
+pub const LINGER_MAX_BYTES: usize = 1024 * 1024;
+
 /// Initial size of a connection's read buffer; grows only when a head or body needs more.
 pub const READ_BUF_INITIAL: usize = 4096;
 
@@ -85,6 +94,27 @@ impl Client {
                     std::io::ErrorKind::TimedOut,
                     "client sent nothing for client_idle",
                 ))
+            }
+        }
+    }
+
+    /// Lingering close (RFC 9112 §9.6): after an error answer sent while the client may still be
+    /// sending (a rejected head, an over-limit body), half-close our side and read and discard
+    /// what the client still sends, bounded by [`LINGER_TOTAL`], [`LINGER_IDLE`] and
+    /// [`LINGER_MAX_BYTES`]. Closing with unread bytes would make the kernel answer them with a
+    /// RST, which can destroy the error response still in flight on a real network.
+    pub async fn linger_close(&mut self) {
+        if self.stream.shutdown_write().is_err() {
+            return;
+        }
+        let deadline = Instant::now() + LINGER_TOTAL;
+        let mut discarded = 0usize;
+        while discarded < LINGER_MAX_BYTES {
+            self.buf.clear();
+            let until = deadline.min(Instant::now() + LINGER_IDLE);
+            match io::timeout_at(until, self.read_raw()).await {
+                Ok(Ok(n)) if n > 0 => discarded += n,
+                _ => break,
             }
         }
     }
@@ -279,6 +309,8 @@ pub async fn serve(shard: Rc<Shard>, stream: Stream, peer: Option<SocketAddr>) {
             }
             Err(NoHead::Invalid(e)) => {
                 Box::pin(answer_without_head(&mut client, e.status(), e.reason())).await;
+                // The rest of a rejected request may still be arriving.
+                Box::pin(client.linger_close()).await;
                 return;
             }
         };
@@ -328,6 +360,11 @@ pub async fn serve(shard: Rc<Shard>, stream: Stream, peer: Option<SocketAddr>) {
             });
         }
         if after == ConnAfter::Close {
+            if status == 413 || status == 400 {
+                // The client's body was refused or broken mid-stream: some of it may still be
+                // on its way.
+                Box::pin(client.linger_close()).await;
+            }
             return;
         }
     }

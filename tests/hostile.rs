@@ -1081,3 +1081,30 @@ both_drivers!(over_limit_upload_still_gets_its_413, |driver: &str| {
     }
     assert_eq!(failures, 0, "{failures}/20 uploads lost their 413");
 });
+
+both_drivers!(
+    rejected_head_with_more_bytes_behind_it_ends_in_a_clean_close,
+    |driver: &str| {
+        // RFC 9112 §9.6: the gateway half-closes and drains what the client still sends, so the
+        // client reads the 431 and then a FIN, not a reset that could have destroyed the answer.
+        let rig = Rig::start(driver, BackendSpec::default(), "");
+        let mut c = connect(rig.gw.addr);
+        let mut req = b"GET / HTTP/1.1\r\nHost: t\r\n".to_vec();
+        for i in 0..400 {
+            req.extend_from_slice(format!("X-Pad-{i}: {}\r\n", "y".repeat(60)).as_bytes());
+        }
+        req.extend_from_slice(b"\r\n");
+        // More bytes behind the head (a pipelined upload the gateway will never parse).
+        req.extend(std::iter::repeat_n(b'z', 64 * 1024));
+        let _ = std::io::Write::write_all(c.stream(), &req);
+        let r = c.read_response(false).expect("the 431 arrives");
+        assert_eq!(r.status, 431);
+        let mut rest = Vec::new();
+        let end = std::io::Read::read_to_end(&mut c.reader, &mut rest);
+        assert!(
+            end.is_ok(),
+            "the connection ends with a FIN after the answer, not a reset: {end:?}"
+        );
+        assert_eq!(rig.backend.requests(), 0);
+    }
+);

@@ -311,6 +311,21 @@ impl Stream {
         self.peek() == Peek::Closed
     }
 
+    /// Half-closes the write side (`shutdown(SHUT_WR)`): the peer reads EOF after what was sent,
+    /// while this side can still read (lingering close). A plain syscall on both drivers: it
+    /// never blocks.
+    ///
+    /// # Errors
+    /// The socket is not connected.
+    pub fn shutdown_write(&self) -> io::Result<()> {
+        // SAFETY: shutdown(2) on an fd `self` owns; it takes no pointers.
+        if unsafe { libc::shutdown(self.as_raw_fd(), libc::SHUT_WR) } == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
     /// The peer's TCP address (None for Unix sockets).
     pub fn peer_addr(&self) -> Option<SocketAddr> {
         match self {
