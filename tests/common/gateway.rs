@@ -66,9 +66,16 @@ pub struct Gateway {
 pub fn preamble(driver: &str, shards: usize) -> (String, SocketAddr, SocketAddr) {
     let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let text = format!(
+    let mut text = format!(
         "[server]\nlisten = [\"{addr}\"]\nshards = {shards}\nio = \"{driver}\"\npin_cpus = false\n\n[admin]\nlisten = \"{admin}\"\n\n"
     );
+    // RINGWAY_TEST_URING_FEATURES=off runs every test with the 5.10-era io_uring feature set:
+    // no multishot accept, no ring setup flags (CI runs the integration suites both ways).
+    if std::env::var("RINGWAY_TEST_URING_FEATURES").as_deref() == Ok("off") {
+        text.push_str(
+            "[io_uring]\nmultishot_accept = false\nbuffer_ring = false\ncoop_taskrun = false\nsingle_issuer = false\ndefer_taskrun = false\n\n",
+        );
+    }
     (text, addr, admin)
 }
 
@@ -205,6 +212,13 @@ impl Drop for Gateway {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // The config and log live in a per-gateway temp dir; a failing test printed what it
+        // needed already. RINGWAY_TEST_KEEP=1 keeps them for a post-mortem.
+        if std::env::var_os("RINGWAY_TEST_KEEP").is_none()
+            && let Some(dir) = self.config_path.parent()
+        {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 
