@@ -58,19 +58,6 @@ const MAX_INTERIM_HEADS: usize = 8;
 /// iovecs in one `writev`/`sendmsg`, and a chunked backend body can be many small pieces.
 const MAX_IOVECS: usize = 512;
 
-/// Request fields a call never copies from the client, even when `forward_headers` lists them:
-/// ringway writes Host, X-Forwarded-* and Via itself, and the others describe the client's own
-/// message (a copied `Content-Length` on the bodiless call would desync the pooled backend
-/// connection). Hop-by-hop fields (RFC 9110 §7.6.1) are refused too, see [`FanoutPlan::new`].
-const OWN_FIELDS: [&str; 6] = [
-    "host",
-    "content-length",
-    "expect",
-    "x-forwarded-for",
-    "x-forwarded-proto",
-    "via",
-];
-
 mod answer;
 mod call;
 
@@ -109,7 +96,8 @@ impl FanoutPlan {
     /// Compiles `cfg`; None if a call names an unknown upstream (validation prevents this).
     ///
     /// `forward_headers` entries that ringway writes itself or that are hop-by-hop are dropped
-    /// here (see `OWN_FIELDS`), so no config can make a call carry the client's framing.
+    /// here ([`http::not_for_subrequests`]), so no config can make a call carry the client's
+    /// framing.
     pub fn new(cfg: &FanoutConfig, upstream_index: impl Fn(&str) -> Option<usize>) -> Option<Self> {
         let mut calls = Vec::with_capacity(cfg.calls.len());
         for (i, c) in cfg.calls.iter().enumerate() {
@@ -125,9 +113,7 @@ impl FanoutPlan {
                     .forward_headers
                     .iter()
                     .map(|h| h.to_ascii_lowercase())
-                    .filter(|h| {
-                        !OWN_FIELDS.contains(&h.as_str()) && !http::is_hop_by_hop(h.as_bytes())
-                    })
+                    .filter(|h| !http::not_for_subrequests(h.as_bytes()))
                     .collect(),
                 key: Bytes::from(key),
             });

@@ -323,7 +323,7 @@ fn fanout(at: &KeyPath, f: &FanoutConfig, c: &Config) -> Check {
                     format!("`{h}` is not a header name (RFC 9110 §5.1)"),
                 );
             }
-            if NOT_FORWARDABLE.contains(&h.to_ascii_lowercase().as_str()) {
+            if crate::http::not_for_subrequests(h.as_bytes()) {
                 return fail(
                     at.key("forward_headers").index(j),
                     format!(
@@ -335,25 +335,6 @@ fn fanout(at: &KeyPath, f: &FanoutConfig, c: &Config) -> Check {
     }
     Ok(())
 }
-
-/// Fields a fan-out call must not copy from the client: they describe the client's own message
-/// (framing), its connection (RFC 9110 §7.6.1 hop-by-hop), or are set by the gateway itself.
-const NOT_FORWARDABLE: &[&str] = &[
-    "content-length",
-    "transfer-encoding",
-    "host",
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "upgrade",
-    "expect",
-    "via",
-    "x-forwarded-for",
-    "x-forwarded-proto",
-    "x-forwarded-host",
-];
 
 fn defined(at: KeyPath, upstream: &str, c: &Config) -> Check {
     if c.upstream(upstream).is_some() {

@@ -23,6 +23,31 @@ pub fn is_hop_by_hop(name: &[u8]) -> bool {
     HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
 }
 
+/// Fields of a client request a gateway-made sub-request (a fan-out call) never copies, even when
+/// configured to: the client's own framing (Content-Length, Expect; a copied Content-Length on a
+/// bodiless call would desync a pooled backend connection), what the gateway writes itself (Host,
+/// Via, X-Forwarded-*), and the Trailer announcement. Hop-by-hop fields are refused too, see
+/// [`not_for_subrequests`].
+const OWN_REQUEST_FIELDS: [&[u8]; 8] = [
+    b"host",
+    b"content-length",
+    b"expect",
+    b"trailer",
+    b"via",
+    b"x-forwarded-for",
+    b"x-forwarded-proto",
+    b"x-forwarded-host",
+];
+
+/// Whether a client request field must never be copied into a gateway-made sub-request: it is
+/// hop-by-hop, or describes the client's own message, or is one the gateway writes itself.
+pub fn not_for_subrequests(name: &[u8]) -> bool {
+    is_hop_by_hop(name)
+        || OWN_REQUEST_FIELDS
+            .iter()
+            .any(|h| name.eq_ignore_ascii_case(h))
+}
+
 /// Whether a field must be dropped when forwarding: hop-by-hop by definition (Upgrade excepted
 /// while tunnelling), or named in Connection. `conn_other` says Connection names anything beyond
 /// close / keep-alive / upgrade, which spares the scan in the usual case.

@@ -37,7 +37,7 @@ pub use chunked::{ALLOWED_TRAILERS, MAX_CHUNK_EXT_BYTES, MAX_TRAILER_BYTES};
 pub use error::{ErrorKind, HttpError, Side};
 pub use framing::BodyFraming;
 pub use headers::Headers;
-pub use hop::is_hop_by_hop;
+pub use hop::{is_hop_by_hop, not_for_subrequests};
 pub use request::{Method, RequestHead, TargetForm, parse_request_head};
 pub use response::{Interim, ResponseHead, parse_response_head};
 pub use scan::HeadScanner;
