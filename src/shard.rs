@@ -551,7 +551,10 @@ async fn run_shard(
     drop(ready);
 
     rio::spawn(control_loop(shard.clone(), ctl, commands));
-    rio::spawn(housekeeping(shard.clone()));
+    if shard.access_log.is_some() {
+        // The only periodic shard work is flushing the access log; without one, no timer.
+        rio::spawn(housekeeping(shard.clone()));
+    }
     let multishot = multishot_accept;
     let accept_loops: Vec<_> = listeners
         .into_iter()

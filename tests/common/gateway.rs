@@ -332,9 +332,13 @@ impl Client {
     /// True when the server closed the connection (EOF within `limit`).
     pub fn is_closed(&mut self, limit: Duration) -> bool {
         self.stream().set_read_timeout(Some(limit)).unwrap();
+        // One read: EOF or a reset means closed; data or a timeout means open.
         let mut b = [0u8; 1];
-        matches!(self.reader.read(&mut b), Ok(0))
-            || matches!(self.reader.read(&mut b), Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset)
+        match self.reader.read(&mut b) {
+            Ok(0) => true,
+            Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+            Ok(_) => false,
+        }
     }
 }
 
