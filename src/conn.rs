@@ -130,6 +130,21 @@ impl Client {
         res
     }
 
+    /// Waits for the next request's first bytes holding no buffer (see [`Stream::read_idle`]):
+    /// the read buffer and the scratch buffer are given up first, so an idle keepalive
+    /// connection costs its task and little else.
+    async fn read_idle(&mut self) -> std::io::Result<usize> {
+        debug_assert!(self.buf.is_empty());
+        self.buf = BytesMut::new();
+        self.scratch = BytesMut::new();
+        let (res, buf) = self
+            .stream
+            .read_idle(BytesMut::new(), READ_BUF_INITIAL)
+            .await;
+        self.buf = buf;
+        res
+    }
+
     /// Writes `buf` to the client, counting it for the access log.
     ///
     /// The write must complete within `client_idle` (see [`Client::write_vectored_all`]).
@@ -460,7 +475,9 @@ async fn read_head(
             }
         }
         let read = match head_deadline {
-            Some(deadline) => match io::timeout_at(deadline, client.read_raw()).await {
+            // Boxed: a head split over reads is rare, and inline this read state would grow
+            // every connection's task (an idle connection's memory) by its size.
+            Some(deadline) => match Box::pin(io::timeout_at(deadline, client.read_raw())).await {
                 Ok(r) => r,
                 Err(_) => return Err(NoHead::Timeout),
             },
@@ -474,7 +491,8 @@ async fn read_head(
                     t.client_idle
                 };
                 let drain = client.shard.draining.wait();
-                let wait = io::timeout(idle, client.read_raw());
+                // Nothing buffered (a partial head would have set the deadline): hold no buffer.
+                let wait = io::timeout(idle, client.read_idle());
                 match select(Box::pin(wait), Box::pin(drain)).await {
                     Either::Left((Ok(r), _)) => r,
                     Either::Left((Err(_), _)) | Either::Right(_) => return Err(NoHead::Quiet),

@@ -17,7 +17,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use compio::BufResult;
 use compio::driver::ProactorBuilder;
-use compio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use compio::io::{AsyncRead, AsyncReadExt, AsyncReadManaged, AsyncWrite, AsyncWriteExt};
 use futures_util::StreamExt;
 
 /// The kernel's UIO_MAXIOV: most iovecs one `sendmsg` accepts.
@@ -37,6 +37,21 @@ pub struct UringOptions {
     pub defer_taskrun: bool,
     /// Multishot accept (5.19).
     pub multishot_accept: bool,
+    /// A provided-buffer ring for reads on idle connections (5.19).
+    pub buffer_ring: bool,
+}
+
+/// Buffers in each shard's provided-buffer ring. Each buffer is held only from the completion
+/// that filled it until its bytes are copied out, so the ring needs about one buffer per
+/// connection whose data arrives in one loop turn; when it runs dry the read falls back to an
+/// ordinary one (see [`Stream::read_idle`]).
+pub const BUFFER_RING_ENTRIES: u16 = 256;
+/// Size of each ring buffer: a typical request head fits in one.
+pub const BUFFER_RING_BUF_LEN: usize = 4096;
+
+thread_local! {
+    /// Whether this thread's ring has a registered provided-buffer ring.
+    static BUFFER_RING: Cell<bool> = const { Cell::new(false) };
 }
 
 impl Default for UringOptions {
@@ -47,6 +62,7 @@ impl Default for UringOptions {
             single_issuer: true,
             defer_taskrun: true,
             multishot_accept: true,
+            buffer_ring: true,
         }
     }
 }
@@ -74,6 +90,8 @@ impl Runtime {
         for (coop, single, defer) in attempts {
             let mut pb = ProactorBuilder::new();
             pb.capacity(opts.capacity)
+                .buffer_pool_size(std::num::NonZeroU16::new(BUFFER_RING_ENTRIES).expect("nonzero"))
+                .buffer_pool_buffer_len(BUFFER_RING_BUF_LEN)
                 .coop_taskrun(coop)
                 .taskrun_flag(coop)
                 .single_issuer(single)
@@ -89,6 +107,7 @@ impl Runtime {
                         ));
                     }
                     tracing::debug!(coop, single, defer, "io_uring ring set up");
+                    BUFFER_RING.set(opts.buffer_ring && register_buffer_ring(&rt));
                     return Ok(Runtime { rt });
                 }
                 Err(e) if e.raw_os_error() == Some(libc::EINVAL) => last_err = Some(e),
@@ -102,6 +121,20 @@ impl Runtime {
 
     pub fn block_on<F: Future>(&self, fut: F) -> F::Output {
         self.rt.block_on(fut)
+    }
+}
+
+/// Registers the shard's provided-buffer ring (compio sets it up on first use; doing it here
+/// turns a kernel refusal into one log line at start instead of an error on a client read).
+fn register_buffer_ring(rt: &compio::runtime::Runtime) -> bool {
+    match rt.buffer_pool() {
+        Ok(_) => true,
+        Err(e) => {
+            tracing::warn!(
+                "io_uring buffer ring unavailable ({e}); idle reads use ordinary buffers"
+            );
+            false
+        }
     }
 }
 
@@ -158,6 +191,39 @@ impl Stream {
             Stream::Unix(s) => s.append(buf).await,
         };
         (res, buf)
+    }
+
+    /// Waits for data holding no buffer: the kernel takes one from the shard's provided-buffer
+    /// ring when bytes arrive; they are copied into `buf` (grown to `min_cap` spare bytes) and the
+    /// ring buffer goes straight back. Without a ring, or when it ran dry (`ENOBUFS`), an
+    /// ordinary read into `buf`.
+    pub async fn read_idle(
+        &mut self,
+        mut buf: BytesMut,
+        min_cap: usize,
+    ) -> (io::Result<usize>, BytesMut) {
+        if BUFFER_RING.get() {
+            // len 0: as many bytes as the ring buffer holds.
+            let res = match self {
+                Stream::Tcp(s) => s.read_managed(0).await,
+                Stream::Unix(s) => s.read_managed(0).await,
+            };
+            match res {
+                Ok(Some(b)) if !b.is_empty() => {
+                    buf.reserve(min_cap.max(b.len()));
+                    buf.extend_from_slice(&b);
+                    return (Ok(b.len()), buf);
+                }
+                Ok(_) => return (Ok(0), buf),
+                // compio maps ENOBUFS (every ring buffer in use) to ResourceBusy.
+                Err(e) if e.kind() == io::ErrorKind::ResourceBusy => {}
+                Err(e) => return (Err(e), buf),
+            }
+        }
+        if buf.capacity() - buf.len() < min_cap {
+            buf.reserve(min_cap);
+        }
+        self.read(buf).await
     }
 
     pub async fn write_all(&mut self, buf: Bytes) -> io::Result<()> {
