@@ -311,6 +311,9 @@ pub fn start(
         defer_taskrun: config.io_uring.defer_taskrun && has(|f| f.defer_taskrun),
         multishot_accept: config.io_uring.multishot_accept && has(|f| f.multishot_accept),
         buffer_ring: config.io_uring.buffer_ring && has(|f| f.buffer_ring),
+        buffer_ring_entries: config.io_uring.buffer_ring_entries,
+        // Opt-in and not probed: the kernel's answer at ring setup is the authority.
+        sqpoll: config.io_uring.sqpoll,
         ..UringOptions::default()
     };
     if driver == Driver::Uring {
@@ -320,6 +323,7 @@ pub fn start(
             defer_taskrun = uring_opts.defer_taskrun,
             multishot_accept = uring_opts.multishot_accept,
             buffer_ring = uring_opts.buffer_ring,
+            sqpoll = uring_opts.sqpoll,
             "io_uring features in use"
         );
     }

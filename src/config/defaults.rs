@@ -63,6 +63,7 @@ impl Default for IoUringConfig {
         IoUringConfig {
             multishot_accept: true,
             buffer_ring: true,
+            buffer_ring_entries: 256,
             defer_taskrun: true,
             coop_taskrun: true,
             single_issuer: true,

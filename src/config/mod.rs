@@ -173,8 +173,12 @@ pub enum LogFormat {
 pub struct IoUringConfig {
     /// One multishot accept per listener instead of one SQE per connection (5.19+).
     pub multishot_accept: bool,
-    /// Provided-buffer rings for receives (5.19+).
+    /// Provided-buffer rings for receives (5.19+): idle keepalive clients hold no read buffer.
     pub buffer_ring: bool,
+    /// Buffers (4 KiB each) in each shard's provided-buffer ring; a power of two, 1-32768. When
+    /// more reads than this complete in one loop turn, the rest use ordinary buffers (counted by
+    /// `ringway_shard_buffer_ring_exhausted_total`).
+    pub buffer_ring_entries: u16,
     /// `IORING_SETUP_DEFER_TASKRUN` (6.1+).
     pub defer_taskrun: bool,
     /// `IORING_SETUP_COOP_TASKRUN` (5.19+).

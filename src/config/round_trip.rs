@@ -199,6 +199,7 @@ fn config() -> impl Strategy<Value = Config> {
                     io_uring: IoUringConfig {
                         multishot_accept: u[0],
                         buffer_ring: u[1],
+                        buffer_ring_entries: if u[1] { 256 } else { 1 },
                         defer_taskrun: u[2],
                         coop_taskrun: u[3],
                         single_issuer: u[4],

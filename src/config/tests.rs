@@ -38,6 +38,7 @@ format = "text"          # text | json
 [io_uring]               # each advanced feature is used only where the kernel has it; false forces it off
 multishot_accept = true
 buffer_ring = true
+buffer_ring_entries = 256
 defer_taskrun = true
 
 [[upstream]]
@@ -515,4 +516,8 @@ rejects! {
         => 4:29 "upstream[0].health.fail_threshold" "at least 1";
     zero_timeout: "[timeouts]\nupstream_connect = \"0s\"\n"
         => 2:20 "timeouts.upstream_connect" "more than 0s";
+    buffer_ring_entries_not_power_of_two: "[io_uring]\nbuffer_ring_entries = 300\n"
+        => 2:23 "io_uring.buffer_ring_entries" "power of two from 1 to 32768 (the kernel's limit), got 300";
+    buffer_ring_entries_zero: "[io_uring]\nbuffer_ring_entries = 0\n"
+        => 2:23 "io_uring.buffer_ring_entries" "got 0";
 }

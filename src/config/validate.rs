@@ -149,6 +149,14 @@ pub(super) fn validate(c: &Config) -> Check {
         positive(timeouts.key(key), d)?;
     }
 
+    let entries = c.io_uring.buffer_ring_entries;
+    if !entries.is_power_of_two() || entries > 32768 {
+        return fail(
+            root.key("io_uring").key("buffer_ring_entries"),
+            format!("must be a power of two from 1 to 32768 (the kernel's limit), got {entries}"),
+        );
+    }
+
     let mut names: HashMap<&str, usize> = HashMap::new();
     for (i, u) in c.upstreams.iter().enumerate() {
         let at = root.key("upstream").index(i);

@@ -32,7 +32,7 @@ pub mod probe;
 mod uring;
 
 pub use event::LocalEvent;
-pub use uring::UringOptions;
+pub use uring::{UringOptions, buffer_ring_exhausted};
 
 /// Which I/O driver a shard runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

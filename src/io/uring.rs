@@ -39,19 +39,29 @@ pub struct UringOptions {
     pub multishot_accept: bool,
     /// A provided-buffer ring for reads on idle connections (5.19).
     pub buffer_ring: bool,
+    /// Buffers in that ring (a power of two).
+    pub buffer_ring_entries: u16,
+    /// IORING_SETUP_SQPOLL: a kernel thread per ring submits for us (opt-in: it burns CPU while
+    /// busy, idling after [`SQPOLL_IDLE`]). Excludes DEFER_TASKRUN.
+    pub sqpoll: bool,
 }
 
-/// Buffers in each shard's provided-buffer ring. Each buffer is held only from the completion
-/// that filled it until its bytes are copied out, so the ring needs about one buffer per
-/// connection whose data arrives in one loop turn; when it runs dry the read falls back to an
-/// ordinary one (see [`Stream::read_idle`]).
-pub const BUFFER_RING_ENTRIES: u16 = 256;
+/// How long an SQPOLL kernel thread spins without work before it sleeps.
+pub const SQPOLL_IDLE: Duration = Duration::from_millis(50);
+
 /// Size of each ring buffer: a typical request head fits in one.
 pub const BUFFER_RING_BUF_LEN: usize = 4096;
 
 thread_local! {
     /// Whether this thread's ring has a registered provided-buffer ring.
     static BUFFER_RING: Cell<bool> = const { Cell::new(false) };
+    /// Idle reads that found the ring empty (ENOBUFS) and used an ordinary buffer.
+    static RING_EXHAUSTED: Cell<u64> = const { Cell::new(0) };
+}
+
+/// How many idle reads on this thread found the buffer ring empty.
+pub fn buffer_ring_exhausted() -> u64 {
+    RING_EXHAUSTED.get()
 }
 
 impl Default for UringOptions {
@@ -63,6 +73,11 @@ impl Default for UringOptions {
             defer_taskrun: true,
             multishot_accept: true,
             buffer_ring: true,
+            // Each buffer is held only from the completion that filled it until its bytes are
+            // copied out, so the ring needs about one buffer per connection whose data arrives
+            // in one loop turn; when it runs dry the read falls back to an ordinary one.
+            buffer_ring_entries: 256,
+            sqpoll: false,
         }
     }
 }
@@ -80,7 +95,8 @@ impl Runtime {
             (
                 opts.coop_taskrun,
                 opts.single_issuer,
-                opts.defer_taskrun && opts.single_issuer,
+                // The kernel refuses DEFER_TASKRUN together with SQPOLL.
+                opts.defer_taskrun && opts.single_issuer && !opts.sqpoll,
             ),
             (opts.coop_taskrun, opts.single_issuer, false),
             (opts.coop_taskrun, false, false),
@@ -90,12 +106,17 @@ impl Runtime {
         for (coop, single, defer) in attempts {
             let mut pb = ProactorBuilder::new();
             pb.capacity(opts.capacity)
-                .buffer_pool_size(std::num::NonZeroU16::new(BUFFER_RING_ENTRIES).expect("nonzero"))
+                .buffer_pool_size(
+                    std::num::NonZeroU16::new(opts.buffer_ring_entries.max(1)).expect("nonzero"),
+                )
                 .buffer_pool_buffer_len(BUFFER_RING_BUF_LEN)
                 .coop_taskrun(coop)
                 .taskrun_flag(coop)
                 .single_issuer(single)
                 .defer_taskrun(defer);
+            if opts.sqpoll {
+                pb.sqpoll_idle(SQPOLL_IDLE);
+            }
             match compio::runtime::RuntimeBuilder::new()
                 .with_proactor(pb)
                 .build()
@@ -195,8 +216,9 @@ impl Stream {
 
     /// Waits for data holding no buffer: the kernel takes one from the shard's provided-buffer
     /// ring when bytes arrive; they are copied into `buf` (grown to `min_cap` spare bytes) and the
-    /// ring buffer goes straight back. Without a ring, or when it ran dry (`ENOBUFS`), an
-    /// ordinary read into `buf`.
+    /// ring buffer goes straight back. Without a ring (kernels before 5.19, or switched off), or
+    /// when it ran dry (`ENOBUFS`), a poll for readability (IORING_OP_POLL_ADD, 5.1) and then an
+    /// ordinary read: still no buffer while idle, for one more operation per read.
     pub async fn read_idle(
         &mut self,
         mut buf: BytesMut,
@@ -216,9 +238,18 @@ impl Stream {
                 }
                 Ok(_) => return (Ok(0), buf),
                 // compio maps ENOBUFS (every ring buffer in use) to ResourceBusy.
-                Err(e) if e.kind() == io::ErrorKind::ResourceBusy => {}
+                Err(e) if e.kind() == io::ErrorKind::ResourceBusy => {
+                    RING_EXHAUSTED.set(RING_EXHAUSTED.get() + 1);
+                }
                 Err(e) => return (Err(e), buf),
             }
+        }
+        let ready = match self {
+            Stream::Tcp(s) => s.to_poll_fd(),
+            Stream::Unix(s) => s.to_poll_fd(),
+        };
+        if let Err(e) = async { ready?.read_ready().await }.await {
+            return (Err(e), buf);
         }
         if buf.capacity() - buf.len() < min_cap {
             buf.reserve(min_cap);
