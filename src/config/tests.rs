@@ -38,7 +38,6 @@ format = "text"          # text | json
 [io_uring]               # each advanced feature is used only where the kernel has it; false forces it off
 multishot_accept = true
 buffer_ring = true
-buffer_ring_entries = 256
 defer_taskrun = true
 
 [[upstream]]
