@@ -267,17 +267,49 @@ pub fn put_u64(out: &mut BytesMut, n: u64) {
     out.put_slice(&tmp[i..]);
 }
 
-/// The reason phrase ringway sends for its own statuses.
+/// The reason phrase ringway sends for its own statuses: RFC 9110 §15's for every status it
+/// defines, `Unknown` otherwise (the phrase is informational only, RFC 9112 §4).
 pub fn reason_phrase(status: u16) -> &'static str {
     match status {
         100 => "Continue",
+        101 => "Switching Protocols",
         200 => "OK",
+        201 => "Created",
+        202 => "Accepted",
+        203 => "Non-Authoritative Information",
+        204 => "No Content",
+        205 => "Reset Content",
+        206 => "Partial Content",
+        300 => "Multiple Choices",
+        301 => "Moved Permanently",
+        302 => "Found",
+        303 => "See Other",
+        304 => "Not Modified",
+        305 => "Use Proxy",
+        307 => "Temporary Redirect",
+        308 => "Permanent Redirect",
         400 => "Bad Request",
+        401 => "Unauthorized",
+        402 => "Payment Required",
+        403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        406 => "Not Acceptable",
+        407 => "Proxy Authentication Required",
         408 => "Request Timeout",
+        409 => "Conflict",
+        410 => "Gone",
+        411 => "Length Required",
+        412 => "Precondition Failed",
         413 => "Content Too Large",
         414 => "URI Too Long",
+        415 => "Unsupported Media Type",
+        416 => "Range Not Satisfiable",
+        417 => "Expectation Failed",
+        421 => "Misdirected Request",
+        422 => "Unprocessable Content",
+        426 => "Upgrade Required",
+        429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
         501 => "Not Implemented",
@@ -440,6 +472,9 @@ async fn dispatch<'g>(
         }
         RouteKind::Fanout { plan } => {
             crate::fanout::serve(client, gw, route, &gw.fanouts[plan], head).await
+        }
+        RouteKind::Respond { answer } => {
+            crate::respond::serve(client, gw, &gw.answers[answer], head).await
         }
     };
     (label, status, after)

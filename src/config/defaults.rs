@@ -139,3 +139,8 @@ impl Default for CallConfig {
         }
     }
 }
+
+/// `respond.content_type` when the route leaves it out.
+pub(super) fn respond_content_type() -> String {
+    "text/plain".to_owned()
+}

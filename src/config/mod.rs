@@ -263,7 +263,8 @@ pub struct RouteConfig {
     pub action: RouteAction,
 }
 
-/// What a route does: TOML `upstream = "name"` (proxy) or a `[route.fanout]` table, never both.
+/// What a route does: TOML `upstream = "name"` (proxy), a `[route.fanout]` table, or a
+/// `respond = { ... }` table; exactly one of the three.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RouteAction {
     /// Forward the request to one endpoint of this upstream.
@@ -273,6 +274,22 @@ pub enum RouteAction {
     },
     /// Call several upstreams concurrently and answer with one JSON object.
     Fanout(FanoutConfig),
+    /// Answer with a fixed response, no backend involved (nginx `return`, Envoy `direct_response`).
+    Respond(RespondConfig),
+}
+
+/// `respond = { status = 200, body = "hello\n", content_type = "text/plain" }` of a route.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RespondConfig {
+    /// Status code, 200-599 (1xx are interim responses, not answers).
+    pub status: u16,
+    /// The body sent for every method but HEAD; must be empty for 204 and 304.
+    #[serde(default)]
+    pub body: String,
+    /// The Content-Type field value (not sent with a 204 or 304, which have no content).
+    #[serde(default = "defaults::respond_content_type")]
+    pub content_type: String,
 }
 
 /// `[route.fanout]`.
