@@ -125,7 +125,8 @@ pub async fn serve(
 ) -> (u16, ConnAfter) {
     let framing = head.framing();
     if framing != BodyFraming::Empty
-        && let Err(outcome) = discard_body(client, gw, &head, framing).await
+        // Boxed: the discard loop's state would otherwise size every respond exchange.
+        && let Err(outcome) = Box::pin(discard_body(client, gw, &head, framing)).await
     {
         return outcome;
     }
