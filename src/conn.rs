@@ -58,6 +58,9 @@ pub struct Client {
     pub notes: RequestNotes,
     /// A [`Client::read_more`] gave up after `client_idle` without a byte (a stalled body).
     pub read_timed_out: bool,
+    /// The current request is HTTP/1.0: a connection kept open must say `Connection: keep-alive`
+    /// in the gateway's own answers (RFC 9112 §9.3), or the client waits for a close.
+    pub http10: bool,
 }
 
 /// Facts about the current request that only the proxy / fan-out know, for the access log.
@@ -126,6 +129,21 @@ impl Client {
         }
         let buf = std::mem::take(&mut self.buf);
         let (res, buf) = self.stream.read(buf).await;
+        self.buf = buf;
+        res
+    }
+
+    /// Waits for the next request's first bytes holding no buffer (see [`Stream::read_idle`]):
+    /// the read buffer and the scratch buffer are given up first, so an idle keepalive
+    /// connection costs its task and little else.
+    async fn read_idle(&mut self) -> std::io::Result<usize> {
+        debug_assert!(self.buf.is_empty());
+        self.buf = BytesMut::new();
+        self.scratch = BytesMut::new();
+        let (res, buf) = self
+            .stream
+            .read_idle(BytesMut::new(), READ_BUF_INITIAL)
+            .await;
         self.buf = buf;
         res
     }
@@ -220,9 +238,7 @@ impl Client {
             out.put_slice(b": ");
             out.put_slice(value.as_bytes());
         }
-        if after == ConnAfter::Close {
-            out.put_slice(b"\r\nConnection: close");
-        }
+        put_connection(out, after, self.http10);
         out.put_slice(b"\r\n\r\n");
         let head = self.take_scratch();
         self.notes.bytes_sent += (head.len() + body.len()) as u64;
@@ -233,6 +249,16 @@ impl Client {
         )
         .await;
         self.write_outcome(res)
+    }
+}
+
+/// Appends the `Connection` field a gateway-made answer needs, if any: `close` when the
+/// connection ends, `keep-alive` when an HTTP/1.0 client's connection stays open.
+pub fn put_connection(out: &mut BytesMut, after: ConnAfter, http10: bool) {
+    match after {
+        ConnAfter::Close => out.put_slice(b"\r\nConnection: close"),
+        ConnAfter::KeepAlive if http10 => out.put_slice(b"\r\nConnection: keep-alive"),
+        ConnAfter::KeepAlive => {}
     }
 }
 
@@ -252,17 +278,49 @@ pub fn put_u64(out: &mut BytesMut, n: u64) {
     out.put_slice(&tmp[i..]);
 }
 
-/// The reason phrase ringway sends for its own statuses.
+/// The reason phrase ringway sends for its own statuses: RFC 9110 §15's for every status it
+/// defines, `Unknown` otherwise (the phrase is informational only, RFC 9112 §4).
 pub fn reason_phrase(status: u16) -> &'static str {
     match status {
         100 => "Continue",
+        101 => "Switching Protocols",
         200 => "OK",
+        201 => "Created",
+        202 => "Accepted",
+        203 => "Non-Authoritative Information",
+        204 => "No Content",
+        205 => "Reset Content",
+        206 => "Partial Content",
+        300 => "Multiple Choices",
+        301 => "Moved Permanently",
+        302 => "Found",
+        303 => "See Other",
+        304 => "Not Modified",
+        305 => "Use Proxy",
+        307 => "Temporary Redirect",
+        308 => "Permanent Redirect",
         400 => "Bad Request",
+        401 => "Unauthorized",
+        402 => "Payment Required",
+        403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        406 => "Not Acceptable",
+        407 => "Proxy Authentication Required",
         408 => "Request Timeout",
+        409 => "Conflict",
+        410 => "Gone",
+        411 => "Length Required",
+        412 => "Precondition Failed",
         413 => "Content Too Large",
         414 => "URI Too Long",
+        415 => "Unsupported Media Type",
+        416 => "Range Not Satisfiable",
+        417 => "Expectation Failed",
+        421 => "Misdirected Request",
+        422 => "Unprocessable Content",
+        426 => "Upgrade Required",
+        429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
         501 => "Not Implemented",
@@ -294,6 +352,7 @@ pub async fn serve(shard: Rc<Shard>, stream: Stream, peer: Option<SocketAddr>) {
         scratch: BytesMut::new(),
         notes: RequestNotes::default(),
         read_timed_out: false,
+        http10: false,
     };
     let mut log_line: Vec<u8> = Vec::new();
     let mut scanner = HeadScanner::new();
@@ -318,6 +377,7 @@ pub async fn serve(shard: Rc<Shard>, stream: Stream, peer: Option<SocketAddr>) {
         scanner.reset();
         let started = Instant::now();
         client.notes = RequestNotes::default();
+        client.http10 = head.version() == http::Version::Http10;
         if client.shard.access_log.is_some() {
             // Only when logging: the head moves into the proxy, so keep method and target.
             log_line.clear();
@@ -426,6 +486,9 @@ async fn dispatch<'g>(
         RouteKind::Fanout { plan } => {
             crate::fanout::serve(client, gw, route, &gw.fanouts[plan], head).await
         }
+        RouteKind::Respond { answer } => {
+            crate::respond::serve(client, gw, &gw.answers[answer], head).await
+        }
     };
     (label, status, after)
 }
@@ -460,7 +523,9 @@ async fn read_head(
             }
         }
         let read = match head_deadline {
-            Some(deadline) => match io::timeout_at(deadline, client.read_raw()).await {
+            // Boxed: a head split over reads is rare, and inline this read state would grow
+            // every connection's task (an idle connection's memory) by its size.
+            Some(deadline) => match Box::pin(io::timeout_at(deadline, client.read_raw())).await {
                 Ok(r) => r,
                 Err(_) => return Err(NoHead::Timeout),
             },
@@ -474,7 +539,8 @@ async fn read_head(
                     t.client_idle
                 };
                 let drain = client.shard.draining.wait();
-                let wait = io::timeout(idle, client.read_raw());
+                // Nothing buffered (a partial head would have set the deadline): hold no buffer.
+                let wait = io::timeout(idle, client.read_idle());
                 match select(Box::pin(wait), Box::pin(drain)).await {
                     Either::Left((Ok(r), _)) => r,
                     Either::Left((Err(_), _)) | Either::Right(_) => return Err(NoHead::Quiet),

@@ -303,6 +303,7 @@ pub async fn serve(
         started.elapsed(),
         &partial,
         after,
+        client.http10,
     );
     let head_bytes = client.take_scratch();
     let head_only = method == Method::Head;

@@ -241,6 +241,7 @@ fn answer_head_lists_every_call_in_order() {
         ms(150),
         &["b", "c"],
         ConnAfter::Close,
+        false,
     );
     assert_eq!(
         std::str::from_utf8(&out).unwrap(),

@@ -1,5 +1,5 @@
-//! The live routing state of one shard: config, router, upstream groups with their pools, and
-//! fan-out plans. Replaced whole on reload; a request holds the `Rc<Gateway>` it started with, so
+//! The live routing state of one shard: config, router, upstream groups with their pools,
+//! fan-out plans and the pre-rendered answers of respond routes. Replaced whole on reload; a request holds the `Rc<Gateway>` it started with, so
 //! a reload never changes a request mid-flight.
 
 use std::rc::Rc;
@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use crate::config::{Config, RouteAction};
 use crate::fanout::FanoutPlan;
+use crate::respond::CannedResponse;
 use crate::router::{Route, Router};
 use crate::upstream::UpstreamGroup;
 use crate::upstream::pool::Pool;
@@ -21,6 +22,8 @@ pub struct Gateway {
     pub upstreams: Vec<UpstreamGroup>,
     /// Fan-out plans (fan-out routes refer to them by index).
     pub fanouts: Vec<FanoutPlan>,
+    /// Canned answers, rendered once here (respond routes refer to them by index).
+    pub answers: Vec<CannedResponse>,
 }
 
 impl Gateway {
@@ -52,18 +55,26 @@ impl Gateway {
             .collect();
         let upstream_index = |name: &str| config.upstreams.iter().position(|u| u.name == name);
         let mut fanouts = Vec::new();
+        let mut answers = Vec::new();
         let mut routes = Vec::with_capacity(config.routes.len());
         for (i, rc) in config.routes.iter().enumerate() {
-            let plan = fanouts.len();
-            if let RouteAction::Fanout(f) = &rc.action {
-                // Validation guarantees every call names a defined upstream; a route whose plan
-                // cannot be built is left out rather than pointing at another route's plan.
-                match FanoutPlan::new(f, upstream_index) {
-                    Some(p) => fanouts.push(p),
-                    None => continue,
+            let slot = match &rc.action {
+                RouteAction::Fanout(f) => {
+                    // Validation guarantees every call names a defined upstream; a route whose
+                    // plan cannot be built is left out rather than pointing at another's plan.
+                    match FanoutPlan::new(f, upstream_index) {
+                        Some(p) => fanouts.push(p),
+                        None => continue,
+                    }
+                    fanouts.len() - 1
                 }
-            }
-            if let Some(r) = Route::new(i, rc, upstream_index, plan) {
+                RouteAction::Respond(r) => {
+                    answers.push(CannedResponse::new(r));
+                    answers.len() - 1
+                }
+                RouteAction::Proxy { .. } => 0,
+            };
+            if let Some(r) = Route::new(i, rc, upstream_index, slot) {
                 routes.push(r);
             }
         }
@@ -71,6 +82,7 @@ impl Gateway {
             router: Router::new(routes),
             upstreams,
             fanouts,
+            answers,
             config,
         }
     }

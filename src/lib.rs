@@ -1,7 +1,7 @@
 //! ringway: an HTTP/1.1 gateway for Linux, thread-per-core, on io_uring or epoll.
 //!
 //! Layers, top to bottom (dependencies point down only):
-//! `server`/`shard` → `conn` → `router`, `proxy`, `fanout` → `upstream` → `io`. `http` is a pure
+//! `server`/`shard` → `conn` → `router`, `proxy`, `fanout`, `respond` → `upstream` → `io`. `http` is a pure
 //! codec with no I/O; `config` is data. Code above `io` never names compio, tokio or io_uring.
 
 pub mod access_log;
@@ -16,6 +16,7 @@ pub mod http;
 pub mod io;
 pub mod metrics;
 pub mod proxy;
+pub mod respond;
 pub mod router;
 pub mod server;
 pub mod shard;

@@ -228,6 +228,8 @@ impl ShardMetrics {
                 .flat_map(|(r, m)| m.iter().map(move |(c, v)| ((r.clone(), c.clone()), *v)))
                 .collect(),
             pools,
+            // Counted by the io layer on this (the shard's) thread.
+            buffer_ring_exhausted: crate::io::buffer_ring_exhausted(),
         }
     }
 }
@@ -264,6 +266,8 @@ pub struct ShardSnapshot {
     pub fanout: BTreeMap<(String, String), [u64; 4]>,
     /// Pool gauges by upstream.
     pub pools: BTreeMap<String, PoolGauges>,
+    /// Idle reads that found the io_uring buffer ring empty (always 0 on epoll).
+    pub buffer_ring_exhausted: u64,
 }
 
 /// Escapes a Prometheus label value (backslash, quote, newline).
@@ -462,6 +466,21 @@ pub fn render(shards: &[ShardSnapshot], draining: bool) -> String {
             out,
             "ringway_shard_connections_open{{shard=\"{}\"}} {}",
             s.shard, s.conns_open
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP ringway_shard_buffer_ring_exhausted_total Idle client reads that found the io_uring buffer ring empty and used an ordinary buffer (raise io_uring.buffer_ring_entries if this grows fast)."
+    );
+    let _ = writeln!(
+        out,
+        "# TYPE ringway_shard_buffer_ring_exhausted_total counter"
+    );
+    for s in shards {
+        let _ = writeln!(
+            out,
+            "ringway_shard_buffer_ring_exhausted_total{{shard=\"{}\"}} {}",
+            s.shard, s.buffer_ring_exhausted
         );
     }
     let _ = writeln!(

@@ -12,6 +12,8 @@ pub enum RouteKind {
     Proxy { upstream: usize },
     /// Fan out to several calls (index into the gateway's fan-out plans).
     Fanout { plan: usize },
+    /// Answer with a fixed response (index into the gateway's canned answers).
+    Respond { answer: usize },
 }
 
 /// One compiled route.
@@ -29,19 +31,21 @@ pub struct Route {
 }
 
 impl Route {
-    /// Compiles `cfg`; `upstream_index` maps an upstream name to its index, `plan` is the fan-out
-    /// plan index for fan-out routes.
+    /// Compiles `cfg`; `upstream_index` maps an upstream name to its index; `slot` is the index
+    /// of the route's fan-out plan (fan-out route) or canned answer (respond route), unused for
+    /// a proxy route.
     pub fn new(
         index: usize,
         cfg: &RouteConfig,
         upstream_index: impl Fn(&str) -> Option<usize>,
-        plan: usize,
+        slot: usize,
     ) -> Option<Route> {
         let kind = match &cfg.action {
             RouteAction::Proxy { upstream } => RouteKind::Proxy {
                 upstream: upstream_index(upstream)?,
             },
-            RouteAction::Fanout(_) => RouteKind::Fanout { plan },
+            RouteAction::Fanout(_) => RouteKind::Fanout { plan: slot },
+            RouteAction::Respond(_) => RouteKind::Respond { answer: slot },
         };
         let label = match &cfg.host {
             Some(h) => format!("{h}{}", cfg.path_prefix),

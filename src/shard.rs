@@ -313,6 +313,10 @@ pub fn start(
         single_issuer: config.io_uring.single_issuer && has(|f| f.single_issuer),
         defer_taskrun: config.io_uring.defer_taskrun && has(|f| f.defer_taskrun),
         multishot_accept: config.io_uring.multishot_accept && has(|f| f.multishot_accept),
+        buffer_ring: config.io_uring.buffer_ring && has(|f| f.buffer_ring),
+        buffer_ring_entries: config.io_uring.buffer_ring_entries,
+        // Opt-in and not probed: the kernel's answer at ring setup is the authority.
+        sqpoll: config.io_uring.sqpoll,
         ..UringOptions::default()
     };
     if driver == Driver::Uring {
@@ -321,6 +325,8 @@ pub fn start(
             single_issuer = uring_opts.single_issuer,
             defer_taskrun = uring_opts.defer_taskrun,
             multishot_accept = uring_opts.multishot_accept,
+            buffer_ring = uring_opts.buffer_ring,
+            sqpoll = uring_opts.sqpoll,
             "io_uring features in use"
         );
     }

@@ -1016,3 +1016,40 @@ both_drivers!(
         );
     }
 );
+
+// An HTTP/1.0 client that asks for keep-alive only keeps the connection if the answer says
+// `Connection: keep-alive` (RFC 9112 §9.3); without it the client waits for a close that never
+// comes. The fan-out's answer and the gateway's own error answers must say it.
+both_drivers!(http10_keepalive_is_announced, |driver: &str| {
+    let a = echo_unix("a", 0);
+    let gw = start(
+        driver,
+        &[("a", a.endpoint())],
+        &format!("[route.fanout]\ntimeout = \"5s\"\n{}", call("a", "")),
+    );
+    let mut client = Client::connect(gw.addr);
+    for (i, req) in [
+        "GET /page HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+        // Fan-out routes answer GET and HEAD only: a gateway-made 405.
+        "DELETE /page HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+        "GET /page?again HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+    ]
+    .iter()
+    .enumerate()
+    {
+        client.send(req.as_bytes());
+        let r = client.read_response(false).expect("answer");
+        assert!(r.status == 200 || r.status == 405, "request {i}: {r:?}");
+        assert_eq!(
+            r.header("connection"),
+            Some("keep-alive"),
+            "{driver}: request {i} ({}) must announce keep-alive",
+            r.status
+        );
+    }
+    // Without `Connection: keep-alive`, HTTP/1.0 closes after the answer.
+    client.send(b"GET /page HTTP/1.0\r\n\r\n");
+    let r = client.read_response(false).expect("answer");
+    assert_eq!(r.header("connection"), Some("close"));
+    assert!(client.is_closed(Duration::from_secs(2)));
+});

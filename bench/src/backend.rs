@@ -39,6 +39,9 @@ pub struct BackendConfig {
     pub delay: Duration,
     /// Answer a JSON body (`application/json`) instead of `text/plain`.
     pub json: bool,
+    /// Answer exactly this `text/plain` body instead (`body_size` and `json` are then unused):
+    /// the `hello` scenario's body, byte for byte what the other targets send.
+    pub text: Option<String>,
     /// Worker threads (each with its own runtime and listeners).
     pub threads: usize,
 }
@@ -50,6 +53,7 @@ impl Default for BackendConfig {
             body_size: 150,
             delay: Duration::ZERO,
             json: true,
+            text: None,
             threads: 1,
         }
     }
@@ -138,7 +142,9 @@ impl Drop for BackendHandle {
 
 /// Builds the fixed response: head and body in one buffer so a single response is one write.
 fn build_response(cfg: &BackendConfig) -> Vec<u8> {
-    let body: Vec<u8> = if cfg.json {
+    let body: Vec<u8> = if let Some(text) = &cfg.text {
+        text.as_bytes().to_vec()
+    } else if cfg.json {
         // `{"data":"xxx"}` is 11 bytes of framing; below that, pad `{}` with JSON whitespace.
         if cfg.body_size >= 11 {
             let mut b = Vec::with_capacity(cfg.body_size);
@@ -154,7 +160,7 @@ fn build_response(cfg: &BackendConfig) -> Vec<u8> {
     } else {
         vec![b'x'; cfg.body_size]
     };
-    let ctype = if cfg.json {
+    let ctype = if cfg.json && cfg.text.is_none() {
         "application/json"
     } else {
         "text/plain"
@@ -578,6 +584,19 @@ GET /d HTTP/1.1\r\nHost: x\r\n\r\n";
                 accepted: 2,
                 requests: 5
             }
+        );
+    }
+
+    #[test]
+    fn text_body_is_sent_as_given() {
+        let cfg = BackendConfig {
+            text: Some("Hello, World!".into()),
+            ..BackendConfig::default()
+        };
+        let r = String::from_utf8(build_response(&cfg)).expect("ascii");
+        assert!(
+            r.ends_with("Content-Type: text/plain\r\nContent-Length: 13\r\n\r\nHello, World!"),
+            "got: {r}"
         );
     }
 

@@ -36,10 +36,12 @@ struct SuiteArgs {
     /// Output directory.
     #[arg(long, default_value = "bench-out")]
     out: std::path::PathBuf,
-    /// Comma-separated targets: ringway-uring, ringway-epoll, direct, nginx, haproxy (default: all).
+    /// Comma-separated targets: ringway-uring, ringway-epoll, direct, nginx, haproxy (default:
+    /// these five); also the io_uring variants ringway-uring-no-<feature> (multishot_accept,
+    /// buffer_ring, defer_taskrun, coop_taskrun, single_issuer) and ringway-uring-5.10 (all off).
     #[arg(long, value_delimiter = ',')]
     targets: Option<Vec<String>>,
-    /// Comma-separated scenarios: proxy-small, proxy-256, proxy-64k, proxy-uds, fanout-4,
+    /// Comma-separated scenarios: hello, proxy-small, proxy-256, proxy-64k, proxy-uds, fanout-4,
     /// pipelined, idle-10k (default: all).
     #[arg(long, value_delimiter = ',')]
     scenarios: Option<Vec<String>>,
@@ -116,6 +118,9 @@ struct BackendArgs {
     /// Answer a JSON body with Content-Type application/json.
     #[arg(long)]
     json: bool,
+    /// Answer exactly this text/plain body (overrides --body-size and --json).
+    #[arg(long)]
+    text: Option<String>,
     /// Worker threads (default: 1).
     #[arg(long, default_value_t = 1)]
     threads: usize,
@@ -152,6 +157,7 @@ fn run_backend(a: BackendArgs) -> anyhow::Result<()> {
         body_size: a.body_size,
         delay: Duration::from_millis(a.delay_ms),
         json: a.json,
+        text: a.text,
         threads: a.threads,
     })?;
     for addr in h.addrs() {

@@ -15,7 +15,9 @@ use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::ser::{SerializeSeq, Serializer};
 use serde::{Deserialize, Serialize};
 
-use super::{AccessLog, CallConfig, Endpoint, FanoutConfig, RouteAction, RouteConfig};
+use super::{
+    AccessLog, CallConfig, Endpoint, FanoutConfig, RespondConfig, RouteAction, RouteConfig,
+};
 
 /// Visits one string and parses it with `parse`; the error message is the parser's.
 struct StrVisitor<T, F> {
@@ -246,8 +248,9 @@ fn default_forward_headers() -> Vec<String> {
     CallConfig::default().forward_headers
 }
 
-/// A `[[route]]` table as written: `upstream` and `fanout` are both optional here; exactly one
-/// must be present (checked with its location before deserialising, see `validate::route_actions`).
+/// A `[[route]]` table as written: `upstream`, `fanout` and `respond` are all optional here;
+/// exactly one must be present (checked with its location before deserialising, see
+/// `validate::route_actions`).
 #[derive(Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RouteToml {
@@ -261,6 +264,8 @@ pub(super) struct RouteToml {
     upstream: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     fanout: Option<FanoutToml>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    respond: Option<RespondConfig>,
 }
 
 /// `[route.fanout]` as written.
@@ -296,9 +301,10 @@ impl TryFrom<RouteToml> for RouteConfig {
     type Error = String;
 
     fn try_from(r: RouteToml) -> Result<Self, String> {
-        let action = match (r.upstream, r.fanout) {
-            (Some(upstream), None) => RouteAction::Proxy { upstream },
-            (None, Some(f)) => RouteAction::Fanout(FanoutConfig {
+        let action = match (r.upstream, r.fanout, r.respond) {
+            (Some(upstream), None, None) => RouteAction::Proxy { upstream },
+            (None, None, Some(respond)) => RouteAction::Respond(respond),
+            (None, Some(f), None) => RouteAction::Fanout(FanoutConfig {
                 timeout: f.timeout,
                 calls: f
                     .call
@@ -313,8 +319,8 @@ impl TryFrom<RouteToml> for RouteConfig {
                     })
                     .collect(),
             }),
-            (Some(_), Some(_)) => return Err(super::validate::BOTH_ACTIONS.to_owned()),
-            (None, None) => return Err(super::validate::NO_ACTION.to_owned()),
+            (None, None, None) => return Err(super::validate::NO_ACTION.to_owned()),
+            _ => return Err(super::validate::TWO_ACTIONS.to_owned()),
         };
         Ok(RouteConfig {
             host: r.host,
@@ -327,8 +333,9 @@ impl TryFrom<RouteToml> for RouteConfig {
 
 impl From<RouteConfig> for RouteToml {
     fn from(r: RouteConfig) -> Self {
-        let (upstream, fanout) = match r.action {
-            RouteAction::Proxy { upstream } => (Some(upstream), None),
+        let (upstream, fanout, respond) = match r.action {
+            RouteAction::Proxy { upstream } => (Some(upstream), None, None),
+            RouteAction::Respond(respond) => (None, None, Some(respond)),
             RouteAction::Fanout(f) => (
                 None,
                 Some(FanoutToml {
@@ -346,6 +353,7 @@ impl From<RouteConfig> for RouteToml {
                         })
                         .collect(),
                 }),
+                None,
             ),
         };
         RouteToml {
@@ -354,6 +362,7 @@ impl From<RouteConfig> for RouteToml {
             methods: r.methods,
             upstream,
             fanout,
+            respond,
         }
     }
 }

@@ -63,6 +63,7 @@ impl Default for IoUringConfig {
         IoUringConfig {
             multishot_accept: true,
             buffer_ring: true,
+            buffer_ring_entries: 256,
             defer_taskrun: true,
             coop_taskrun: true,
             single_issuer: true,
@@ -137,4 +138,9 @@ impl Default for CallConfig {
             .to_vec(),
         }
     }
+}
+
+/// `respond.content_type` when the route leaves it out.
+pub(super) fn respond_content_type() -> String {
+    "text/plain".to_owned()
 }

@@ -173,8 +173,12 @@ pub enum LogFormat {
 pub struct IoUringConfig {
     /// One multishot accept per listener instead of one SQE per connection (5.19+).
     pub multishot_accept: bool,
-    /// Provided-buffer rings for receives (5.19+).
+    /// Provided-buffer rings for receives (5.19+): idle keepalive clients hold no read buffer.
     pub buffer_ring: bool,
+    /// Buffers (4 KiB each) in each shard's provided-buffer ring; a power of two, 1-32768. When
+    /// more reads than this complete in one loop turn, the rest use ordinary buffers (counted by
+    /// `ringway_shard_buffer_ring_exhausted_total`).
+    pub buffer_ring_entries: u16,
     /// `IORING_SETUP_DEFER_TASKRUN` (6.1+).
     pub defer_taskrun: bool,
     /// `IORING_SETUP_COOP_TASKRUN` (5.19+).
@@ -259,7 +263,8 @@ pub struct RouteConfig {
     pub action: RouteAction,
 }
 
-/// What a route does: TOML `upstream = "name"` (proxy) or a `[route.fanout]` table, never both.
+/// What a route does: TOML `upstream = "name"` (proxy), a `[route.fanout]` table, or a
+/// `respond = { ... }` table; exactly one of the three.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RouteAction {
     /// Forward the request to one endpoint of this upstream.
@@ -269,6 +274,22 @@ pub enum RouteAction {
     },
     /// Call several upstreams concurrently and answer with one JSON object.
     Fanout(FanoutConfig),
+    /// Answer with a fixed response, no backend involved (nginx `return`, Envoy `direct_response`).
+    Respond(RespondConfig),
+}
+
+/// `respond = { status = 200, body = "hello\n", content_type = "text/plain" }` of a route.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RespondConfig {
+    /// Status code, 200-599 (1xx are interim responses, not answers).
+    pub status: u16,
+    /// The body sent for every method but HEAD; must be empty for 204 and 304.
+    #[serde(default)]
+    pub body: String,
+    /// The Content-Type field value (not sent with a 204 or 304, which have no content).
+    #[serde(default = "defaults::respond_content_type")]
+    pub content_type: String,
 }
 
 /// `[route.fanout]`.

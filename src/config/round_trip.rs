@@ -100,6 +100,22 @@ fn action(upstreams: usize) -> impl Strategy<Value = RouteAction> {
         (0..upstreams).prop_map(|u| RouteAction::Proxy {
             upstream: format!("u{u}")
         }),
+        (
+            prop_oneof![200u16..=599, Just(204u16), Just(304u16)],
+            "[ -~\n\t\u{e9}\u{1F600}]{0,20}",
+            "[!-~]([ -~]{0,15}[!-~])?",
+        )
+            .prop_map(
+                |(status, body, content_type)| RouteAction::Respond(RespondConfig {
+                    status,
+                    body: if matches!(status, 204 | 304) {
+                        String::new()
+                    } else {
+                        body
+                    },
+                    content_type,
+                })
+            ),
         (duration(), proptest::collection::vec(call, 1..4)).prop_map(|(timeout, calls)| {
             RouteAction::Fanout(FanoutConfig {
                 timeout,
@@ -199,6 +215,7 @@ fn config() -> impl Strategy<Value = Config> {
                     io_uring: IoUringConfig {
                         multishot_accept: u[0],
                         buffer_ring: u[1],
+                        buffer_ring_entries: if u[1] { 256 } else { 1 },
                         defer_taskrun: u[2],
                         coop_taskrun: u[3],
                         single_issuer: u[4],

@@ -232,7 +232,15 @@ fn design_example_parses() {
 fn examples_parse() {
     let c = parse(EXAMPLE);
     assert_eq!(c.upstreams.len(), 2);
-    assert_eq!(c.routes.len(), 3);
+    assert_eq!(c.routes.len(), 4);
+    assert_eq!(
+        c.routes[3].action,
+        RouteAction::Respond(RespondConfig {
+            status: 200,
+            body: "User-agent: *\nDisallow: /\n".into(),
+            content_type: "text/plain".into(),
+        })
+    );
     assert_eq!(c.routes[1].host.as_deref(), Some("api.example.com"));
     assert_eq!(
         c.upstream("profile").unwrap().balance,
@@ -301,6 +309,41 @@ fn names_are_normalised() {
     };
     assert_eq!(f.calls[0].forward_headers, ["x-request-id"]);
     assert_eq!(f.calls[0].timeout, FanoutConfig::default().timeout);
+}
+
+#[test]
+fn respond_forms_and_defaults() {
+    let inline = parse("[[route]]\nrespond = { status = 200, body = \"hello\\n\" }\n");
+    let table = parse(
+        "[[route]]\npath_prefix = \"/\"\n[route.respond]\nstatus = 200\nbody = \"hello\\n\"\ncontent_type = \"text/plain\"\n",
+    );
+    let want = RouteAction::Respond(RespondConfig {
+        status: 200,
+        body: "hello\n".into(),
+        content_type: "text/plain".into(),
+    });
+    assert_eq!(inline.routes[0].action, want);
+    assert_eq!(table.routes, inline.routes);
+    // Body defaults to empty; Content-Type surrounding whitespace is not part of the value.
+    let c = parse("[[route]]\nrespond = { status = 204, content_type = \" application/json \" }\n");
+    assert_eq!(
+        c.routes[0].action,
+        RouteAction::Respond(RespondConfig {
+            status: 204,
+            body: String::new(),
+            content_type: "application/json".into(),
+        })
+    );
+    // Any method may be answered, and `ringway check` prints it back.
+    let c = parse("[[route]]\nmethods = [\"post\"]\nrespond = { status = 503, body = \"down\" }\n");
+    let text = c.render();
+    assert!(
+        text.contains(
+            "[route.respond]\nstatus = 503\nbody = \"down\"\ncontent_type = \"text/plain\""
+        ),
+        "{text}"
+    );
+    assert_eq!(Config::parse(&text, "r.toml"), Ok(c));
 }
 
 #[test]
@@ -463,9 +506,35 @@ rejects! {
     bad_upstream_name: "[[upstream]]\nname = \"my ads\"\nendpoints = [\"127.0.0.1:1\"]\n"
         => 2:8 "upstream[0].name" "1-64 letters, digits, `_`, `-` or `.`";
     route_with_both: concat!(up!(), "[[route]]\nupstream = \"ads\"\n[route.fanout]\ntimeout = \"1s\"\n")
-        => 6:1 "route[0].fanout" "not both";
+        => 6:1 "route[0].fanout" "not two of them";
     route_with_neither: concat!(up!(), "\n[[route]]\npath_prefix = \"/x\"\n")
-        => 5:1 "route[0]" "needs `upstream = \"name\"`";
+        => 5:1 "route[0]" "needs `upstream = \"name\"` (proxy), a `[route.fanout]` table (fan-out) or `respond";
+    route_with_upstream_and_respond: concat!(up!(), "[[route]]\nupstream = \"ads\"\nrespond = { status = 200 }\n")
+        => 6:11 "route[0].respond" "not two of them";
+    route_with_respond_then_upstream: concat!(up!(), "[[route]]\nrespond = { status = 200 }\nupstream = \"ads\"\n")
+        => 6:12 "route[0].upstream" "not two of them";
+    route_with_fanout_and_respond_table: concat!(fan!(), "[route.respond]\nstatus = 200\n")
+        => 12:1 "route[0].respond" "not two of them";
+    route_with_all_three: concat!(up!(), "[[route]]\nupstream = \"ads\"\nrespond = { status = 200 }\n[route.fanout]\n")
+        => 6:11 "route[0].respond" "proxy (`upstream = \"name\"`), fan out (a `[route.fanout]` table) or answer itself";
+    respond_status_1xx: "[[route]]\nrespond = { status = 101 }\n"
+        => 2:22 "route[0].respond.status" "`101` is not a status ringway can answer with: expected 200-599";
+    respond_status_600: "[[route]]\n[route.respond]\nstatus = 600\n"
+        => 3:10 "route[0].respond.status" "expected 200-599";
+    respond_status_missing: "[[route]]\nrespond = { body = \"x\" }\n"
+        => 2:11 "route[0].respond" "missing field `status`";
+    respond_status_not_a_number: "[[route]]\nrespond = { status = \"200\" }\n"
+        => 2:22 "route[0].respond.status" "invalid type: string";
+    respond_204_with_body: "[[route]]\nrespond = { status = 204, body = \"x\" }\n"
+        => 2:34 "route[0].respond.body" "a 204 response has no body (RFC 9110 §15.3.5)";
+    respond_304_with_body: "[[route]]\n[route.respond]\nstatus = 304\nbody = \"x\"\n"
+        => 4:8 "route[0].respond.body" "a 304 response has no body";
+    respond_bad_content_type: "[[route]]\nrespond = { status = 200, content_type = \"text/plain\\r\\nX: y\" }\n"
+        => 2:42 "route[0].respond.content_type" "is not a Content-Type value";
+    respond_empty_content_type: "[[route]]\nrespond = { status = 200, content_type = \"\" }\n"
+        => 2:42 "route[0].respond.content_type" "is not a Content-Type value";
+    respond_unknown_key: "[[route]]\nrespond = { status = 200, headers = 1 }\n"
+        => 2:27 "route[0].respond.headers" "unknown field `headers`";
     path_prefix_without_slash: concat!(up!(), "[[route]]\npath_prefix = \"api\"\nupstream = \"ads\"\n")
         => 5:15 "route[0].path_prefix" "`api` must start with `/`";
     method_not_a_token: concat!(up!(), "[[route]]\nmethods = [\"GET\", \"GE T\"]\nupstream = \"ads\"\n")
@@ -515,4 +584,8 @@ rejects! {
         => 4:29 "upstream[0].health.fail_threshold" "at least 1";
     zero_timeout: "[timeouts]\nupstream_connect = \"0s\"\n"
         => 2:20 "timeouts.upstream_connect" "more than 0s";
+    buffer_ring_entries_not_power_of_two: "[io_uring]\nbuffer_ring_entries = 300\n"
+        => 2:23 "io_uring.buffer_ring_entries" "power of two from 1 to 32768 (the kernel's limit), got 300";
+    buffer_ring_entries_zero: "[io_uring]\nbuffer_ring_entries = 0\n"
+        => 2:23 "io_uring.buffer_ring_entries" "got 0";
 }

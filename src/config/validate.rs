@@ -12,7 +12,7 @@ use std::time::Duration;
 use toml::de::DeTable;
 
 use super::locate::KeyPath;
-use super::{Config, FanoutConfig, RouteAction, RouteConfig, UpstreamConfig};
+use super::{Config, FanoutConfig, RespondConfig, RouteAction, RouteConfig, UpstreamConfig};
 
 /// A semantic error: the key it is about and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,10 +33,13 @@ fn fail(path: KeyPath, message: impl Into<String>) -> Check {
     })
 }
 
-pub(super) const BOTH_ACTIONS: &str = "a route either proxies (`upstream = \"name\"`) or fans out \
-     (a `[route.fanout]` table), not both";
-pub(super) const NO_ACTION: &str = "a route needs `upstream = \"name\"` (proxy) or a \
-     `[route.fanout]` table (fan-out)";
+pub(super) const TWO_ACTIONS: &str = "a route does one thing: proxy (`upstream = \"name\"`), \
+     fan out (a `[route.fanout]` table) or answer itself (`respond = { ... }`), not two of them";
+pub(super) const NO_ACTION: &str = "a route needs `upstream = \"name\"` (proxy), a \
+     `[route.fanout]` table (fan-out) or `respond = { status = 200 }` (answered by ringway)";
+
+/// The keys that give a route its action; exactly one per route.
+const ACTION_KEYS: [&str; 3] = ["upstream", "fanout", "respond"];
 
 /// Longest upstream or call name: names are written into JSON, headers and metric labels.
 pub(super) const MAX_NAME_LEN: usize = 64;
@@ -47,9 +50,11 @@ pub(super) const MIN_HEAD_BYTES: usize = 1024;
 /// The methods a fan-out route answers (DESIGN.md, fan-out contract).
 const FANOUT_METHODS: [&str; 2] = ["GET", "HEAD"];
 
-/// Before deserialising: every `[[route]]` has exactly one of `upstream` and `fanout`.
+/// Before deserialising: every `[[route]]` has exactly one of `upstream`, `fanout`, `respond`.
 ///
-/// Done on the raw document because after serde the route has no span left to point at.
+/// Done on the raw document because after serde the route has no span left to point at. With
+/// two or more, the error points at the second in file order: the first one is what the author
+/// presumably meant, the next one is the surprise.
 pub(super) fn route_actions(doc: &DeTable<'_>) -> Check {
     let Some((_, routes)) = doc.iter().find(|(k, _)| k.get_ref() == "route") else {
         return Ok(());
@@ -62,11 +67,16 @@ pub(super) fn route_actions(doc: &DeTable<'_>) -> Check {
         let Some(route) = route.get_ref().as_table() else {
             continue;
         };
-        let has = |key: &str| route.iter().any(|(k, _)| k.get_ref() == key);
-        match (has("upstream"), has("fanout")) {
-            (true, true) => return fail(root.index(i).key("fanout"), BOTH_ACTIONS),
-            (false, false) => return fail(root.index(i), NO_ACTION),
-            _ => {}
+        let mut present: Vec<(usize, &str)> = route
+            .iter()
+            .filter(|(k, _)| ACTION_KEYS.contains(&k.get_ref().as_ref()))
+            .map(|(k, _)| (k.span().start, k.get_ref().as_ref()))
+            .collect();
+        present.sort_unstable();
+        match present.as_slice() {
+            [] => return fail(root.index(i), NO_ACTION),
+            [_] => {}
+            [_, (_, second), ..] => return fail(root.index(i).key(second), TWO_ACTIONS),
         }
     }
     Ok(())
@@ -80,6 +90,13 @@ pub(super) fn normalize(config: &mut Config) {
         }
         for method in route.methods.iter_mut().flatten() {
             method.make_ascii_uppercase();
+        }
+        if let RouteAction::Respond(r) = &mut route.action {
+            // Field values carry no surrounding whitespace (RFC 9110 §5.5).
+            let trimmed = r.content_type.trim_matches([' ', '\t']);
+            if trimmed.len() != r.content_type.len() {
+                r.content_type = trimmed.to_owned();
+            }
         }
         if let RouteAction::Fanout(f) = &mut route.action {
             for call in &mut f.calls {
@@ -147,6 +164,14 @@ pub(super) fn validate(c: &Config) -> Check {
         ("upstream_response", c.timeouts.upstream_response),
     ] {
         positive(timeouts.key(key), d)?;
+    }
+
+    let entries = c.io_uring.buffer_ring_entries;
+    if !entries.is_power_of_two() || entries > 32768 {
+        return fail(
+            root.key("io_uring").key("buffer_ring_entries"),
+            format!("must be a power of two from 1 to 32768 (the kernel's limit), got {entries}"),
+        );
     }
 
     let mut names: HashMap<&str, usize> = HashMap::new();
@@ -261,7 +286,47 @@ fn route(at: &KeyPath, r: &RouteConfig, c: &Config) -> Check {
     match &r.action {
         RouteAction::Proxy { upstream } => defined(at.key("upstream"), upstream, c),
         RouteAction::Fanout(f) => fanout(&at.key("fanout"), f, c),
+        RouteAction::Respond(r) => respond(&at.key("respond"), r),
     }
+}
+
+/// A response the gateway sends itself: a final status, no body where HTTP forbids one, and a
+/// Content-Type that can be written into the head as it is.
+fn respond(at: &KeyPath, r: &RespondConfig) -> Check {
+    if !(200..=599).contains(&r.status) {
+        return fail(
+            at.key("status"),
+            format!(
+                "`{}` is not a status ringway can answer with: expected 200-599 (1xx responses are interim, RFC 9110 §15.2)",
+                r.status
+            ),
+        );
+    }
+    if matches!(r.status, 204 | 304) && !r.body.is_empty() {
+        return fail(
+            at.key("body"),
+            format!(
+                "a {} response has no body (RFC 9110 §{}); remove `body` or pick another status",
+                r.status,
+                if r.status == 204 { "15.3.5" } else { "15.4.5" }
+            ),
+        );
+    }
+    let ct = &r.content_type;
+    if ct.is_empty()
+        || !ct
+            .bytes()
+            .all(|b| b == b' ' || b == b'\t' || b.is_ascii_graphic())
+    {
+        return fail(
+            at.key("content_type"),
+            format!(
+                "`{}` is not a Content-Type value: expected e.g. \"text/plain; charset=utf-8\" (visible ASCII, no line breaks)",
+                ct.escape_debug()
+            ),
+        );
+    }
+    Ok(())
 }
 
 fn fanout(at: &KeyPath, f: &FanoutConfig, c: &Config) -> Check {

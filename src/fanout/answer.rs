@@ -103,6 +103,7 @@ pub(super) fn write_head(
     elapsed: Duration,
     partial: &[&str],
     after: ConnAfter,
+    http10: bool,
 ) {
     out.put_slice(b"HTTP/1.1 ");
     put_u64(out, u64::from(status));
@@ -145,9 +146,7 @@ pub(super) fn write_head(
             out.put_slice(name.as_bytes());
         }
     }
-    if after == ConnAfter::Close {
-        out.put_slice(b"\r\nConnection: close");
-    }
+    crate::conn::put_connection(out, after, http10);
     out.put_slice(b"\r\n\r\n");
 }
 

@@ -78,6 +78,41 @@ impl Stream {
         (res, buf)
     }
 
+    /// Waits for readiness holding no buffer, then reads into `buf` (grown to `min_cap` spare
+    /// bytes first): an idle connection costs no receive buffer.
+    pub async fn read_idle(
+        &mut self,
+        mut buf: BytesMut,
+        min_cap: usize,
+    ) -> (io::Result<usize>, BytesMut) {
+        loop {
+            let ready = match self {
+                Stream::Tcp(s) => s.readable().await,
+                Stream::Unix(s) => s.readable().await,
+            };
+            if let Err(e) = ready {
+                return (Err(e), buf);
+            }
+            if buf.capacity() - buf.len() < min_cap {
+                buf.reserve(min_cap);
+            }
+            let res = match self {
+                Stream::Tcp(s) => s.try_read_buf(&mut buf),
+                Stream::Unix(s) => s.try_read_buf(&mut buf),
+            };
+            match res {
+                // Readiness was stale (tokio clears it on WouldBlock): wait again, and give
+                // the buffer back meanwhile unless it holds bytes.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if buf.is_empty() {
+                        buf = BytesMut::new();
+                    }
+                }
+                res => return (res, buf),
+            }
+        }
+    }
+
     pub async fn write_all(&mut self, buf: Bytes) -> io::Result<()> {
         match self {
             Stream::Tcp(s) => s.write_all(&buf).await,

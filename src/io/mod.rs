@@ -32,7 +32,7 @@ pub mod probe;
 mod uring;
 
 pub use event::LocalEvent;
-pub use uring::UringOptions;
+pub use uring::{UringOptions, buffer_ring_exhausted};
 
 /// Which I/O driver a shard runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -269,6 +269,22 @@ impl Stream {
         match self {
             Stream::Uring(s) => s.read(buf).await,
             Stream::Epoll(s) => s.read(buf).await,
+        }
+    }
+
+    /// Like [`Stream::read`], for a connection with nothing buffered that may stay silent for
+    /// long (a keepalive client between requests): no receive buffer is held while waiting.
+    /// io_uring takes one from the shard's provided-buffer ring when bytes arrive (5.19+, copied
+    /// out and given back at once); epoll waits for readiness first. `buf` is grown to `min_cap`
+    /// spare bytes only once data is there.
+    pub async fn read_idle(
+        &mut self,
+        buf: BytesMut,
+        min_cap: usize,
+    ) -> (io::Result<usize>, BytesMut) {
+        match self {
+            Stream::Uring(s) => s.read_idle(buf, min_cap).await,
+            Stream::Epoll(s) => s.read_idle(buf, min_cap).await,
         }
     }
 

@@ -18,7 +18,7 @@ use bytes::{Bytes, BytesMut};
 use compio::BufResult;
 use compio::driver::op::{Recv, RecvFlags};
 use compio::driver::{ProactorBuilder, ToSharedFd};
-use compio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use compio::io::{AsyncRead, AsyncReadExt, AsyncReadManaged, AsyncWrite, AsyncWriteExt};
 use futures_util::StreamExt;
 
 /// The kernel's UIO_MAXIOV: most iovecs one `sendmsg` accepts.
@@ -38,6 +38,31 @@ pub struct UringOptions {
     pub defer_taskrun: bool,
     /// Multishot accept (5.19).
     pub multishot_accept: bool,
+    /// A provided-buffer ring for reads on idle connections (5.19).
+    pub buffer_ring: bool,
+    /// Buffers in that ring (a power of two).
+    pub buffer_ring_entries: u16,
+    /// IORING_SETUP_SQPOLL: a kernel thread per ring submits for us (opt-in: it burns CPU while
+    /// busy, idling after [`SQPOLL_IDLE`]). Excludes DEFER_TASKRUN.
+    pub sqpoll: bool,
+}
+
+/// How long an SQPOLL kernel thread spins without work before it sleeps.
+pub const SQPOLL_IDLE: Duration = Duration::from_millis(50);
+
+/// Size of each ring buffer: a typical request head fits in one.
+pub const BUFFER_RING_BUF_LEN: usize = 4096;
+
+thread_local! {
+    /// Whether this thread's ring has a registered provided-buffer ring.
+    static BUFFER_RING: Cell<bool> = const { Cell::new(false) };
+    /// Idle reads that found the ring empty (ENOBUFS) and used an ordinary buffer.
+    static RING_EXHAUSTED: Cell<u64> = const { Cell::new(0) };
+}
+
+/// How many idle reads on this thread found the buffer ring empty.
+pub fn buffer_ring_exhausted() -> u64 {
+    RING_EXHAUSTED.get()
 }
 
 impl Default for UringOptions {
@@ -48,6 +73,12 @@ impl Default for UringOptions {
             single_issuer: true,
             defer_taskrun: true,
             multishot_accept: true,
+            buffer_ring: true,
+            // Each buffer is held only from the completion that filled it until its bytes are
+            // copied out, so the ring needs about one buffer per connection whose data arrives
+            // in one loop turn; when it runs dry the read falls back to an ordinary one.
+            buffer_ring_entries: 256,
+            sqpoll: false,
         }
     }
 }
@@ -65,7 +96,8 @@ impl Runtime {
             (
                 opts.coop_taskrun,
                 opts.single_issuer,
-                opts.defer_taskrun && opts.single_issuer,
+                // The kernel refuses DEFER_TASKRUN together with SQPOLL.
+                opts.defer_taskrun && opts.single_issuer && !opts.sqpoll,
             ),
             (opts.coop_taskrun, opts.single_issuer, false),
             (opts.coop_taskrun, false, false),
@@ -75,10 +107,17 @@ impl Runtime {
         for (coop, single, defer) in attempts {
             let mut pb = ProactorBuilder::new();
             pb.capacity(opts.capacity)
+                .buffer_pool_size(
+                    std::num::NonZeroU16::new(opts.buffer_ring_entries.max(1)).expect("nonzero"),
+                )
+                .buffer_pool_buffer_len(BUFFER_RING_BUF_LEN)
                 .coop_taskrun(coop)
                 .taskrun_flag(coop)
                 .single_issuer(single)
                 .defer_taskrun(defer);
+            if opts.sqpoll {
+                pb.sqpoll_idle(SQPOLL_IDLE);
+            }
             match compio::runtime::RuntimeBuilder::new()
                 .with_proactor(pb)
                 .build()
@@ -90,6 +129,7 @@ impl Runtime {
                         ));
                     }
                     tracing::debug!(coop, single, defer, "io_uring ring set up");
+                    BUFFER_RING.set(opts.buffer_ring && register_buffer_ring(&rt));
                     return Ok(Runtime { rt });
                 }
                 Err(e) if e.raw_os_error() == Some(libc::EINVAL) => last_err = Some(e),
@@ -103,6 +143,20 @@ impl Runtime {
 
     pub fn block_on<F: Future>(&self, fut: F) -> F::Output {
         self.rt.block_on(fut)
+    }
+}
+
+/// Registers the shard's provided-buffer ring (compio sets it up on first use; doing it here
+/// turns a kernel refusal into one log line at start instead of an error on a client read).
+fn register_buffer_ring(rt: &compio::runtime::Runtime) -> bool {
+    match rt.buffer_pool() {
+        Ok(_) => true,
+        Err(e) => {
+            tracing::warn!(
+                "io_uring buffer ring unavailable ({e}); idle reads use ordinary buffers"
+            );
+            false
+        }
     }
 }
 
@@ -159,6 +213,49 @@ impl Stream {
             Stream::Unix(s) => s.append(buf).await,
         };
         (res, buf)
+    }
+
+    /// Waits for data holding no buffer: the kernel takes one from the shard's provided-buffer
+    /// ring when bytes arrive; they are copied into `buf` (grown to `min_cap` spare bytes) and the
+    /// ring buffer goes straight back. Without a ring (kernels before 5.19, or switched off), or
+    /// when it ran dry (`ENOBUFS`), a poll for readability (IORING_OP_POLL_ADD, 5.1) and then an
+    /// ordinary read: still no buffer while idle, for one more operation per read.
+    pub async fn read_idle(
+        &mut self,
+        mut buf: BytesMut,
+        min_cap: usize,
+    ) -> (io::Result<usize>, BytesMut) {
+        if BUFFER_RING.get() {
+            // len 0: as many bytes as the ring buffer holds.
+            let res = match self {
+                Stream::Tcp(s) => s.read_managed(0).await,
+                Stream::Unix(s) => s.read_managed(0).await,
+            };
+            match res {
+                Ok(Some(b)) if !b.is_empty() => {
+                    buf.reserve(min_cap.max(b.len()));
+                    buf.extend_from_slice(&b);
+                    return (Ok(b.len()), buf);
+                }
+                Ok(_) => return (Ok(0), buf),
+                // compio maps ENOBUFS (every ring buffer in use) to ResourceBusy.
+                Err(e) if e.kind() == io::ErrorKind::ResourceBusy => {
+                    RING_EXHAUSTED.set(RING_EXHAUSTED.get() + 1);
+                }
+                Err(e) => return (Err(e), buf),
+            }
+        }
+        let ready = match self {
+            Stream::Tcp(s) => s.to_poll_fd(),
+            Stream::Unix(s) => s.to_poll_fd(),
+        };
+        if let Err(e) = async { ready?.read_ready().await }.await {
+            return (Err(e), buf);
+        }
+        if buf.capacity() - buf.len() < min_cap {
+            buf.reserve(min_cap);
+        }
+        self.read(buf).await
     }
 
     pub async fn write_all(&mut self, buf: Bytes) -> io::Result<()> {

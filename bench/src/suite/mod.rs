@@ -282,7 +282,7 @@ pub fn run(opts: &SuiteOptions) -> anyhow::Result<Results> {
             .iter()
             .map(|n| {
                 TargetKind::by_name(n).ok_or_else(|| {
-                    let all: Vec<&str> = TargetKind::ALL.iter().map(|t| t.name()).collect();
+                    let all = TargetKind::known_names();
                     anyhow::anyhow!("unknown target {n:?} (known: {})", all.join(", "))
                 })
             })
@@ -390,6 +390,7 @@ pub fn run(opts: &SuiteOptions) -> anyhow::Result<Results> {
                 let k = round % order.len();
                 order.rotate_left(k);
             }
+            // `hello`: the targets answer by themselves, no backend runs.
             let be = match start_backends(sc, &tmp, load_threads) {
                 Ok(b) => b,
                 Err(e) => {
@@ -412,12 +413,13 @@ pub fn run(opts: &SuiteOptions) -> anyhow::Result<Results> {
                     continue;
                 }
                 eprint!(
-                    "round {}/{rounds}  {:<12} {:<14} ",
+                    "round {}/{rounds}  {:<12} {:<20} ",
                     round + 1,
                     sc.name,
                     t.name()
                 );
-                match run_one(&ctx, sc, t, be.addrs()) {
+                let addrs = be.as_ref().map_or(&[][..], BackendHandle::addrs);
+                match run_one(&ctx, sc, t, addrs) {
                     Ok(m) => {
                         eprintln!(
                             "{:>9.0} req/s  p99 {:>8.0} us  cpu {} us/req  errors {}",
@@ -441,7 +443,9 @@ pub fn run(opts: &SuiteOptions) -> anyhow::Result<Results> {
                     }
                 }
             }
-            be.stop();
+            if let Some(be) = be {
+                be.stop();
+            }
         }
     }
     for c in &mut cells {
@@ -474,8 +478,16 @@ struct RunCtx<'a> {
     nofile: u64,
 }
 
-/// The in-process backend for a scenario (TCP, or a Unix socket in the temp dir for proxy-uds).
-fn start_backends(sc: &Scenario, dir: &Path, threads: usize) -> std::io::Result<BackendHandle> {
+/// The in-process backend for a scenario (TCP, or a Unix socket in the temp dir for proxy-uds);
+/// none for a scenario the targets answer by themselves.
+fn start_backends(
+    sc: &Scenario,
+    dir: &Path,
+    threads: usize,
+) -> std::io::Result<Option<BackendHandle>> {
+    if sc.local {
+        return Ok(None);
+    }
     let listen = if sc.uds {
         vec![Addr::Unix(dir.join(format!("backend-{}.sock", sc.name)))]
     } else {
@@ -488,6 +500,7 @@ fn start_backends(sc: &Scenario, dir: &Path, threads: usize) -> std::io::Result<
         threads,
         ..BackendConfig::default()
     })
+    .map(Some)
 }
 
 fn load_config(

@@ -7,6 +7,8 @@ use std::path::Path;
 
 use plotters::prelude::*;
 
+use super::scenarios::HELLO_BODY;
+use super::targets::TargetKind;
 use super::{Cell, Metrics, Results};
 
 /// Writes results.json, report.md and the SVG charts into `out`, and prints the main table.
@@ -99,9 +101,16 @@ fn ratio(a: Option<f64>, b: Option<f64>) -> String {
 /// The table printed at the end of a run: one line per scenario × target.
 pub fn terminal_table(r: &Results) -> String {
     let mut s = String::new();
+    // Wide enough for the variant targets (`ringway-uring-no-multishot_accept`).
+    let tw = target_names(r)
+        .iter()
+        .map(String::len)
+        .max()
+        .unwrap_or(0)
+        .max(14);
     let _ = writeln!(
         s,
-        "{:<12} {:<14} {:>10} {:>9} {:>9} {:>9} {:>8} {:>8} {:>9} {:>7}",
+        "{:<12} {:<tw$} {:>10} {:>9} {:>9} {:>9} {:>8} {:>8} {:>9} {:>7}",
         "scenario",
         "target",
         "req/s",
@@ -118,7 +127,7 @@ pub fn terminal_table(r: &Results) -> String {
             Some(m) if c.scenario == "idle-10k" => {
                 let _ = writeln!(
                     s,
-                    "{:<12} {:<14} {:>10} {:>9} {:>9} {:>9} {:>8} {:>8} {:>9.1} {:>7}  RSS/conn {} B",
+                    "{:<12} {:<tw$} {:>10} {:>9} {:>9} {:>9} {:>8} {:>8} {:>9.1} {:>7}  RSS/conn {} B",
                     c.scenario,
                     c.target,
                     "-",
@@ -135,7 +144,7 @@ pub fn terminal_table(r: &Results) -> String {
             Some(m) => {
                 let _ = writeln!(
                     s,
-                    "{:<12} {:<14} {:>10.0} {:>9.0} {:>9.0} {:>9.0} {:>8} {:>8} {:>9.1} {:>7}",
+                    "{:<12} {:<tw$} {:>10.0} {:>9.0} {:>9.0} {:>9.0} {:>8} {:>8} {:>9.1} {:>7}",
                     c.scenario,
                     c.target,
                     m.rps,
@@ -151,7 +160,7 @@ pub fn terminal_table(r: &Results) -> String {
             None => {
                 let _ = writeln!(
                     s,
-                    "{:<12} {:<14} {}: {}",
+                    "{:<12} {:<tw$} {}: {}",
                     c.scenario,
                     c.target,
                     c.status,
@@ -200,6 +209,12 @@ pub fn markdown(r: &Results) -> String {
     );
     for sc in scenario_names(r) {
         let _ = writeln!(s, "## {sc}\n");
+        if sc == "hello" {
+            let _ = writeln!(
+                s,
+                "The driver alone: every target answers `GET /hello` by itself with the same `text/plain` body `{HELLO_BODY}`, no backend runs. ringway: a `respond` route; nginx: `return 200`; haproxy: `http-request return`; `direct`: the bench backend, a tokio current_thread server (the \"tokio hello world\" reference).\n"
+            );
+        }
         if sc == "idle-10k" {
             let _ = writeln!(
                 s,
@@ -285,7 +300,63 @@ pub fn markdown(r: &Results) -> String {
         s,
         "\nringway/… ratios use `ringway-uring`. Charts: throughput.svg, cpu_per_req.svg, latency_<scenario>.svg, idle_rss_per_conn.svg. Raw rounds: results.json."
     );
+    feature_effects(r, &mut s);
     s
+}
+
+/// The io_uring variant targets present in the results, in [`TargetKind::variants`] order.
+fn variant_names(r: &Results) -> Vec<&'static str> {
+    let present = target_names(r);
+    TargetKind::variants()
+        .map(TargetKind::name)
+        .filter(|n| present.iter().any(|p| p == n))
+        .collect()
+}
+
+/// Signed change of `a` relative to `b`, in percent (`+4.2%`).
+fn change(a: Option<f64>, b: Option<f64>) -> String {
+    match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => format!("{:+.1}%", (a / b - 1.0) * 100.0),
+        _ => "–".into(),
+    }
+}
+
+/// "Feature effect": each `ringway-uring-no-<feature>` / `ringway-uring-5.10` against
+/// `ringway-uring` of the same run, per scenario. Nothing when no variant ran.
+fn feature_effects(r: &Results, s: &mut String) {
+    let variants = variant_names(r);
+    if variants.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        s,
+        "\n## Feature effect (io_uring)\n\nEach variant is `ringway-uring` with `[io_uring]` keys forced off (`ringway-uring-5.10`: all of them), measured in the same rounds. Changes are relative to `ringway-uring`: a variant with *lower* req/s or *higher* CPU/req means the feature helps. A feature the kernel lacks is off in both, so its variant shows noise only (`ringway probe` lists what this kernel has).\n"
+    );
+    let _ = writeln!(
+        s,
+        "| scenario | target | req/s | req/s change | CPU µs/req | CPU/req change | syscalls/req | syscalls/req change |\n|---|---|---:|---:|---:|---:|---:|---:|"
+    );
+    for sc in scenario_names(r) {
+        if sc == "idle-10k" {
+            continue;
+        }
+        let base = med(r, &sc, "ringway-uring");
+        for v in &variants {
+            let Some(m) = med(r, &sc, v) else {
+                continue;
+            };
+            let _ = writeln!(
+                s,
+                "| {sc} | {v} | {:.0} | {} | {} | {} | {} | {} |",
+                m.rps,
+                change(Some(m.rps), base.map(|b| b.rps)),
+                f1(m.cpu_us_per_req),
+                change(m.cpu_us_per_req, base.and_then(|b| b.cpu_us_per_req)),
+                f1(m.syscalls_per_req),
+                change(m.syscalls_per_req, base.and_then(|b| b.syscalls_per_req)),
+            );
+        }
+    }
 }
 
 /// Grouped bars: one group per scenario, one bar per target.
@@ -426,4 +497,72 @@ fn latency_chart(r: &Results, scenario: &str, path: &Path) -> anyhow::Result<()>
         .draw()?;
     root.present()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::suite::{Cell, Meta};
+
+    fn cell(scenario: &str, target: &str, rps: f64, cpu: f64) -> Cell {
+        Cell {
+            scenario: scenario.into(),
+            target: target.into(),
+            status: "ok".into(),
+            note: None,
+            median: Some(Metrics {
+                rps,
+                cpu_us_per_req: Some(cpu),
+                ..Metrics::default()
+            }),
+            rounds: Vec::new(),
+        }
+    }
+
+    fn results(cells: Vec<Cell>) -> Results {
+        Results {
+            meta: Meta {
+                kernel: "6.1".into(),
+                cpu_model: "cpu".into(),
+                cores: 2,
+                date: "2025-01-01T00:00:00Z".into(),
+                git_revision: None,
+                quick: true,
+                rounds: 1,
+                duration_s: 1.0,
+                warmup_s: 0.5,
+                target_cpus: vec![1],
+                client_cpus: vec![0],
+                load_threads: 1,
+                perf: false,
+                versions: Default::default(),
+                nofile: 1024,
+            },
+            cells,
+        }
+    }
+
+    #[test]
+    fn feature_effect_table_compares_with_ringway_uring() {
+        let r = results(vec![
+            cell("hello", "ringway-uring", 100_000.0, 10.0),
+            cell("hello", "ringway-uring-no-multishot_accept", 90_000.0, 11.0),
+            cell("hello", "ringway-uring-5.10", 80_000.0, 12.5),
+            cell("proxy-small", "ringway-uring", 50_000.0, 20.0),
+            cell("proxy-small", "ringway-uring-5.10", 50_000.0, 19.0),
+        ]);
+        let md = markdown(&r);
+        assert!(md.contains("## Feature effect (io_uring)"), "{md}");
+        for row in [
+            "| hello | ringway-uring-no-multishot_accept | 90000 | -10.0% | 11.0 | +10.0% | – | – |",
+            "| hello | ringway-uring-5.10 | 80000 | -20.0% | 12.5 | +25.0% | – | – |",
+            "| proxy-small | ringway-uring-5.10 | 50000 | +0.0% | 19.0 | -5.0% | – | – |",
+        ] {
+            assert!(md.contains(row), "missing {row:?} in:\n{md}");
+        }
+        // The variants come after the main tables, in feature order, and hello says what it is.
+        assert!(md.contains("tokio current_thread"), "{md}");
+        let without = results(vec![cell("hello", "ringway-uring", 1.0, 1.0)]);
+        assert!(!markdown(&without).contains("Feature effect"));
+    }
 }

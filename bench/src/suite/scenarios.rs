@@ -19,7 +19,14 @@ pub struct Scenario {
     pub fanout: bool,
     /// Idle scenario: open this many keepalive connections (one request each), measure RSS.
     pub idle_connections: Option<usize>,
+    /// The target answers by itself with [`HELLO_BODY`]: no backend runs, so the numbers are the
+    /// target's event loop and HTTP codec alone (the `hello` scenario).
+    pub local: bool,
 }
+
+/// The body every target answers the `hello` scenario with, byte for byte (`text/plain`), the
+/// TechEmpower plaintext body.
+pub const HELLO_BODY: &str = "Hello, World!";
 
 /// Backend paths of the fan-out calls; the client path is `/page`.
 pub const FANOUT_CALLS: [&str; 4] = ["/a", "/b", "/c", "/d"];
@@ -33,10 +40,18 @@ const BASE: Scenario = Scenario {
     path: "/item",
     fanout: false,
     idle_connections: None,
+    local: false,
 };
 
 /// Every scenario, in report order.
-pub const ALL: [Scenario; 7] = [
+pub const ALL: [Scenario; 8] = [
+    Scenario {
+        name: "hello",
+        path: "/hello",
+        body_size: HELLO_BODY.len(),
+        local: true,
+        ..BASE
+    },
     BASE,
     Scenario {
         name: "proxy-256",

@@ -8,13 +8,42 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::scenarios::{FANOUT_CALLS, Scenario};
+use super::scenarios::{FANOUT_CALLS, HELLO_BODY, Scenario};
 use crate::addr::Addr;
 
 /// How long a target may take to accept connections after start.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a target may take to exit after SIGTERM before it is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// An `[io_uring]` feature of ringway that a variant target forces off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UringFeature {
+    /// The `[io_uring]` config key.
+    pub key: &'static str,
+    /// The variant target's name: `ringway-uring-no-<key>`.
+    pub target: &'static str,
+}
+
+/// `uring_feature!("key")`: the feature and its target name, spelled once.
+macro_rules! uring_feature {
+    ($key:literal) => {
+        UringFeature {
+            key: $key,
+            target: concat!("ringway-uring-no-", $key),
+        }
+    };
+}
+
+/// The advanced io_uring features with a `ringway-uring-no-<feature>` variant; all of them are
+/// off in `ringway-uring-5.10`. A new `[io_uring]` key is one more line here.
+pub const URING_FEATURES: &[UringFeature] = &[
+    uring_feature!("multishot_accept"),
+    uring_feature!("buffer_ring"),
+    uring_feature!("defer_taskrun"),
+    uring_feature!("coop_taskrun"),
+    uring_feature!("single_issuer"),
+];
 
 /// A proxy (or no proxy) under test.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,10 +58,14 @@ pub enum TargetKind {
     Nginx,
     /// haproxy, 1 thread.
     Haproxy,
+    /// ringway-uring with one feature forced off: that feature's before/after in one run.
+    RingwayUringWithout(UringFeature),
+    /// ringway-uring with every feature of [`URING_FEATURES`] off: the 5.10-era feature set.
+    RingwayUringBase,
 }
 
 impl TargetKind {
-    /// Every target, in report order.
+    /// The default targets, in report order (the io_uring variants run only when named).
     pub const ALL: [TargetKind; 5] = [
         TargetKind::RingwayUring,
         TargetKind::RingwayEpoll,
@@ -40,6 +73,14 @@ impl TargetKind {
         TargetKind::Nginx,
         TargetKind::Haproxy,
     ];
+
+    /// The io_uring variant targets, accepted by `--targets`.
+    pub fn variants() -> impl Iterator<Item = TargetKind> {
+        URING_FEATURES
+            .iter()
+            .map(|f| TargetKind::RingwayUringWithout(*f))
+            .chain([TargetKind::RingwayUringBase])
+    }
 
     /// Name on the command line and in reports.
     pub fn name(self) -> &'static str {
@@ -49,12 +90,46 @@ impl TargetKind {
             TargetKind::RingwayEpoll => "ringway-epoll",
             TargetKind::Nginx => "nginx",
             TargetKind::Haproxy => "haproxy",
+            TargetKind::RingwayUringWithout(f) => f.target,
+            TargetKind::RingwayUringBase => "ringway-uring-5.10",
         }
     }
 
-    /// Parses a target name.
+    /// Parses a target name (a default target or a variant).
     pub fn by_name(s: &str) -> Option<TargetKind> {
-        Self::ALL.into_iter().find(|t| t.name() == s)
+        Self::ALL
+            .into_iter()
+            .chain(Self::variants())
+            .find(|t| t.name() == s)
+    }
+
+    /// Every name `--targets` accepts, for error messages.
+    pub fn known_names() -> Vec<&'static str> {
+        Self::ALL
+            .into_iter()
+            .chain(Self::variants())
+            .map(TargetKind::name)
+            .collect()
+    }
+
+    /// The ringway driver this target runs, if it is ringway.
+    pub fn ringway_io(self) -> Option<&'static str> {
+        match self {
+            TargetKind::RingwayEpoll => Some("epoll"),
+            TargetKind::RingwayUring
+            | TargetKind::RingwayUringWithout(_)
+            | TargetKind::RingwayUringBase => Some("uring"),
+            TargetKind::Direct | TargetKind::Nginx | TargetKind::Haproxy => None,
+        }
+    }
+
+    /// The `[io_uring]` keys this target forces to `false`.
+    pub fn uring_off(self) -> Vec<&'static str> {
+        match self {
+            TargetKind::RingwayUringWithout(f) => vec![f.key],
+            TargetKind::RingwayUringBase => URING_FEATURES.iter().map(|f| f.key).collect(),
+            _ => Vec::new(),
+        }
     }
 
     /// Why this target cannot run this scenario, if it cannot.
@@ -112,7 +187,10 @@ impl Tools {
     pub fn binary(&self, t: TargetKind) -> Result<&Path, String> {
         let (b, what) = match t {
             TargetKind::Direct => (&self.self_exe, "ringway-bench itself"),
-            TargetKind::RingwayUring | TargetKind::RingwayEpoll => (
+            TargetKind::RingwayUring
+            | TargetKind::RingwayEpoll
+            | TargetKind::RingwayUringWithout(_)
+            | TargetKind::RingwayUringBase => (
                 &self.ringway,
                 "ringway binary (build it or pass --ringway PATH)",
             ),
@@ -197,6 +275,12 @@ pub fn start(t: TargetKind, tools: &Tools, s: &TargetSetup<'_>) -> Result<Runnin
     let mut addr = Addr::Tcp(tcp_addr.parse().map_err(|e| format!("{e}"))?);
     let mut cmd = Command::new(bin);
     match t {
+        // The bench backend is a tokio current_thread server: for `hello` it is the "tokio hello
+        // world" reference the gateways are compared with.
+        TargetKind::Direct if s.scenario.local => {
+            cmd.args(["backend", "--threads", "1", "--listen", &tcp_addr]);
+            cmd.args(["--text", HELLO_BODY]);
+        }
         TargetKind::Direct => {
             cmd.args(["backend", "--json", "--threads", "1", "--listen", &tcp_addr]);
             cmd.args(["--body-size", &s.scenario.body_size.to_string()]);
@@ -206,15 +290,17 @@ pub fn start(t: TargetKind, tools: &Tools, s: &TargetSetup<'_>) -> Result<Runnin
                 addr = Addr::Unix(sock);
             }
         }
-        TargetKind::RingwayUring | TargetKind::RingwayEpoll => {
+        TargetKind::RingwayUring
+        | TargetKind::RingwayEpoll
+        | TargetKind::RingwayUringWithout(_)
+        | TargetKind::RingwayUringBase => {
             let admin = free_port().map_err(|e| format!("free port: {e}"))?;
             let cfg = s.dir.join(format!("{name}.toml"));
-            let io = if t == TargetKind::RingwayUring {
-                "uring"
-            } else {
-                "epoll"
-            };
-            write(&cfg, &ringway_config(&tcp_addr, admin, io, s))?;
+            let io = t.ringway_io().unwrap_or("uring");
+            write(
+                &cfg,
+                &ringway_config(&tcp_addr, admin, io, &t.uring_off(), s),
+            )?;
             cmd.arg("run").arg("--config").arg(&cfg);
             cmd.args(["--io", io, "--shards", "1"]);
         }
@@ -291,18 +377,45 @@ fn ringway_endpoint(a: &Addr) -> String {
     a.to_string()
 }
 
-/// ringway TOML per DESIGN.md; the suite pins externally, so `pin_cpus = false`.
-pub fn ringway_config(listen: &str, admin: u16, io: &str, s: &TargetSetup<'_>) -> String {
+/// ringway TOML per DESIGN.md; the suite pins externally, so `pin_cpus = false`. `uring_off`
+/// lists `[io_uring]` keys forced to `false` (the variant targets).
+pub fn ringway_config(
+    listen: &str,
+    admin: u16,
+    io: &str,
+    uring_off: &[&str],
+    s: &TargetSetup<'_>,
+) -> String {
+    let mut c = format!(
+        "[server]\nlisten = [\"{listen}\"]\nshards = 1\nio = \"{io}\"\npin_cpus = false\n\n\
+         [admin]\nlisten = \"127.0.0.1:{admin}\"\n\n\
+         [log]\naccess = \"off\"\n\n"
+    );
+    if !uring_off.is_empty() {
+        c.push_str("[io_uring]\n");
+        for key in uring_off {
+            let _ = writeln!(c, "{key} = false");
+        }
+        c.push('\n');
+    }
+    if s.scenario.local {
+        // No upstream at all: the answer is rendered once at start-up and written per request.
+        let _ = write!(
+            c,
+            "[[route]]\npath_prefix = \"{}\"\n\
+             respond = {{ status = 200, body = \"{HELLO_BODY}\", content_type = \"text/plain\" }}\n",
+            s.scenario.path
+        );
+        return c;
+    }
     let eps: Vec<String> = s
         .backends
         .iter()
         .map(|a| format!("{:?}", ringway_endpoint(a)))
         .collect();
-    let mut c = format!(
-        "[server]\nlisten = [\"{listen}\"]\nshards = 1\nio = \"{io}\"\npin_cpus = false\n\n\
-         [admin]\nlisten = \"127.0.0.1:{admin}\"\n\n\
-         [log]\naccess = \"off\"\n\n\
-         [[upstream]]\nname = \"b\"\nendpoints = [{}]\n\
+    let _ = write!(
+        c,
+        "[[upstream]]\nname = \"b\"\nendpoints = [{}]\n\
          pool = {{ max_idle = 256, max_connections = 1024 }}\n\n",
         eps.join(", ")
     );
@@ -360,6 +473,26 @@ fn nginx_config(listen: &str, dir: &Path, s: &TargetSetup<'_>) -> String {
     } else {
         ""
     };
+    // `hello`: nginx answers itself (`return`), with no upstream block (nginx refuses an empty one).
+    let (upstream, locations) = if s.scenario.local {
+        (
+            String::new(),
+            format!(
+                "  location = {} {{ default_type text/plain; return 200 \"{HELLO_BODY}\"; }}\n",
+                s.scenario.path
+            ),
+        )
+    } else {
+        (
+            format!(
+                "upstream b {{\n{servers}    keepalive {keepalive};\n    keepalive_requests 100000000;\n  }}\n"
+            ),
+            format!(
+                "  location = /page {{ root {d}/www; default_type application/json; ssi on; ssi_types *; }}\n\
+                 \x20 location / {{ proxy_pass http://b; proxy_http_version 1.1; proxy_set_header Connection \"\"; }}\n"
+            ),
+        )
+    };
     format!(
         "{user}worker_processes 1;\n\
          pid {d}/nginx.pid;\n\
@@ -375,11 +508,10 @@ fn nginx_config(listen: &str, dir: &Path, s: &TargetSetup<'_>) -> String {
            scgi_temp_path {d}/tmp_scgi;\n\
            keepalive_requests 100000000;\n\
            keepalive_timeout 300s;\n\
-           upstream b {{\n{servers}    keepalive {keepalive};\n    keepalive_requests 100000000;\n  }}\n\
+           {upstream}\
            server {{\n\
              listen {listen} backlog=4096;\n\
-             location = /page {{ root {d}/www; default_type application/json; ssi on; ssi_types *; }}\n\
-             location / {{ proxy_pass http://b; proxy_http_version 1.1; proxy_set_header Connection \"\"; }}\n\
+           {locations}\
            }}\n\
          }}\n"
     )
@@ -400,11 +532,21 @@ fn haproxy_config(listen: &str, s: &TargetSetup<'_>) -> String {
     // haproxy wants 2 descriptors per connection (client + server) and refuses to start when it
     // cannot raise RLIMIT_NOFILE that far, so derive maxconn from the limit we really have.
     let maxconn = (s.nofile.saturating_sub(200) / 2).clamp(256, 40_000);
-    format!(
+    let global = format!(
         "global\n  nbthread 1\n  maxconn {maxconn}\n\n\
          defaults\n  mode http\n  maxconn {maxconn}\n  timeout connect 5s\n  timeout client 300s\n\
-         \x20 timeout server 300s\n  timeout http-keep-alive 300s\n  http-reuse always\n\n\
-         frontend fe\n  bind {listen}\n  default_backend be\n\n\
+         \x20 timeout server 300s\n  timeout http-keep-alive 300s\n  http-reuse always\n\n"
+    );
+    if s.scenario.local {
+        // `hello`: haproxy answers itself (2.2+), no backend section.
+        return format!(
+            "{global}frontend fe\n  bind {listen}\n\
+             \x20 http-request return status 200 content-type text/plain string \"{HELLO_BODY}\" if {{ path {} }}\n",
+            s.scenario.path
+        );
+    }
+    format!(
+        "{global}frontend fe\n  bind {listen}\n  default_backend be\n\n\
          backend be\n{servers}"
     )
 }
@@ -428,7 +570,7 @@ mod tests {
             cpus: &[1],
             nofile: 20_000,
         };
-        let c = ringway_config("127.0.0.1:8080", 9901, "uring", &s);
+        let c = ringway_config("127.0.0.1:8080", 9901, "uring", &[], &s);
         for want in [
             "listen = [\"127.0.0.1:8080\"]",
             "shards = 1",
@@ -447,5 +589,133 @@ mod tests {
             c.find("/page").unwrap_or(usize::MAX) < c.find("path_prefix = \"/\"\n").unwrap_or(0)
         );
         assert!(ssi_page().matches("<!--# include virtual=").count() == 4);
+        assert!(!c.contains("[io_uring]"), "no overrides asked:\n{c}");
+    }
+
+    #[test]
+    fn hello_is_answered_by_every_target_itself_with_the_same_body() {
+        let sc = scenarios::by_name("hello").expect("scenario");
+        let s = TargetSetup {
+            scenario: &sc,
+            backends: &[],
+            dir: Path::new("/tmp/x"),
+            cpus: &[1],
+            nofile: 20_000,
+        };
+        let c = ringway_config("127.0.0.1:8080", 9901, "uring", &[], &s);
+        assert!(
+            c.contains("path_prefix = \"/hello\"\nrespond = { status = 200, body = \"Hello, World!\", content_type = \"text/plain\" }"),
+            "{c}"
+        );
+        assert!(!c.contains("[[upstream]]"), "no backend for hello:\n{c}");
+        let n = nginx_config("127.0.0.1:8080", Path::new("/tmp/x"), &s);
+        assert!(
+            n.contains(
+                "location = /hello { default_type text/plain; return 200 \"Hello, World!\"; }"
+            ),
+            "{n}"
+        );
+        assert!(!n.contains("upstream b"), "{n}");
+        let h = haproxy_config("127.0.0.1:8080", &s);
+        assert!(
+            h.contains("http-request return status 200 content-type text/plain string \"Hello, World!\" if { path /hello }"),
+            "{h}"
+        );
+        assert!(!h.contains("backend be"), "{h}");
+        // The configs are valid for the real programs (when installed): a typo here would only
+        // show up as a failed cell in a suite run.
+        let tools = Tools::discover(None);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = TargetSetup {
+            dir: dir.path(),
+            ..s
+        };
+        if let Some(nginx) = &tools.nginx {
+            let conf = dir.path().join("nginx.conf");
+            std::fs::write(&conf, nginx_config("127.0.0.1:8080", dir.path(), &s)).expect("write");
+            let out = Command::new(nginx)
+                .arg("-t")
+                .arg("-p")
+                .arg(dir.path())
+                .arg("-c")
+                .arg(&conf)
+                .output()
+                .expect("nginx -t");
+            assert!(
+                out.status.success(),
+                "nginx -t: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        if let Some(haproxy) = &tools.haproxy {
+            let conf = dir.path().join("haproxy.cfg");
+            std::fs::write(&conf, haproxy_config("127.0.0.1:8080", &s)).expect("write");
+            let out = Command::new(haproxy)
+                .arg("-c")
+                .arg("-f")
+                .arg(&conf)
+                .output()
+                .expect("haproxy -c");
+            assert!(
+                out.status.success(),
+                "haproxy -c: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+
+    #[test]
+    fn variant_targets_force_io_uring_keys_off() {
+        let names = TargetKind::known_names();
+        for want in [
+            "ringway-uring-no-multishot_accept",
+            "ringway-uring-no-buffer_ring",
+            "ringway-uring-no-defer_taskrun",
+            "ringway-uring-no-coop_taskrun",
+            "ringway-uring-no-single_issuer",
+            "ringway-uring-5.10",
+        ] {
+            assert!(names.contains(&want), "{want} missing from {names:?}");
+            let t = TargetKind::by_name(want).expect("parses");
+            assert_eq!(t.name(), want);
+            assert_eq!(t.ringway_io(), Some("uring"));
+            assert!(
+                !TargetKind::ALL.contains(&t),
+                "{want} is not a default target"
+            );
+        }
+        let t = TargetKind::by_name("ringway-uring-no-buffer_ring").expect("variant");
+        assert_eq!(t.uring_off(), ["buffer_ring"]);
+        let base = TargetKind::by_name("ringway-uring-5.10").expect("base");
+        assert_eq!(base.uring_off().len(), URING_FEATURES.len());
+        assert!(TargetKind::RingwayUring.uring_off().is_empty());
+
+        let sc = scenarios::by_name("proxy-small").expect("scenario");
+        let be = ["127.0.0.1:9001".parse().expect("addr")];
+        let s = TargetSetup {
+            scenario: &sc,
+            backends: &be,
+            dir: Path::new("/tmp"),
+            cpus: &[1],
+            nofile: 20_000,
+        };
+        let c = ringway_config("127.0.0.1:8080", 9901, "uring", &base.uring_off(), &s);
+        for f in URING_FEATURES {
+            assert!(
+                c.contains(&format!("\n{} = false\n", f.key)),
+                "{}: {c}",
+                f.key
+            );
+        }
+        // Every generated config is one ringway accepts (sqpoll stays at its default, off).
+        let parsed = ringway::config::Config::parse(&c, "variant.toml").expect("valid config");
+        let u = parsed.io_uring;
+        assert!(
+            !(u.multishot_accept
+                || u.buffer_ring
+                || u.defer_taskrun
+                || u.coop_taskrun
+                || u.single_issuer)
+        );
     }
 }

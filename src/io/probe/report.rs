@@ -47,7 +47,7 @@ struct FeatureRow {
 #[rustfmt::skip]
 const FEATURE_ROWS: &[FeatureRow] = &[
     FeatureRow { name: "multishot_accept", since: "5.19", used_for: "one accept SQE yields every new connection", get: |f| f.multishot_accept },
-    FeatureRow { name: "buffer_ring", since: "5.19", used_for: "not yet (planned: idle connections hold no buffer)", get: |f| f.buffer_ring },
+    FeatureRow { name: "buffer_ring", since: "5.19", used_for: "reads on idle keepalive client connections (no buffer held while idle)", get: |f| f.buffer_ring },
     FeatureRow { name: "send_zc", since: "6.0", used_for: "zero-copy send of large bodies (planned)", get: |f| f.send_zc },
     FeatureRow { name: "recv_multishot", since: "6.0", used_for: "not yet (one recv per read today)", get: |f| f.recv_multishot },
     FeatureRow { name: "coop_taskrun", since: "5.19", used_for: "no IPI per completion: run at next enter", get: |f| f.coop_taskrun },
