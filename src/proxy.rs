@@ -26,6 +26,7 @@
 //! exchange completed cleanly with no byte left over, or fake the end of a response the backend
 //! truncated.
 
+use std::cell::RefCell;
 use std::io;
 use std::time::{Duration, Instant};
 
@@ -44,6 +45,46 @@ use crate::upstream::{CheckoutError, PooledConn, UpstreamGroup};
 
 /// Size of a backend connection's read buffer (and the most a response body read takes at once).
 const UPSTREAM_READ_BUF: usize = 16 * 1024;
+
+/// Most spare backend read buffers a shard keeps ([`ReadBufs`]): at least 1 MiB at most.
+const MAX_SPARE_READ_BUFS: usize = 64;
+
+/// Largest spare read buffer kept: one that grew for a big head goes back to the allocator.
+const MAX_SPARE_READ_BUF: usize = 4 * UPSTREAM_READ_BUF;
+
+/// A shard's spare backend read buffers, so an exchange does not allocate one (plus the shared
+/// header `bytes` adds at the first split) each time.
+///
+/// Zero copy is unchanged: body pieces are still split off the buffer and written as they are.
+/// A buffer goes back only after the exchange, and only the room its handle owns exclusively is
+/// reused (`BytesMut::try_reclaim`): it never overlaps a piece still held elsewhere (a write
+/// cancelled mid-flight, the access log); if that room is too small, the buffer is dropped.
+#[derive(Default)]
+pub struct ReadBufs {
+    spare: RefCell<Vec<BytesMut>>,
+}
+
+impl ReadBufs {
+    /// An empty read buffer with room for [`UPSTREAM_READ_BUF`] bytes: a spare one if any.
+    fn take(&self) -> BytesMut {
+        self.spare
+            .borrow_mut()
+            .pop()
+            .unwrap_or_else(|| BytesMut::with_capacity(UPSTREAM_READ_BUF))
+    }
+
+    /// Keeps `buf` for a later exchange, emptied, when it can take a full read without growing.
+    fn put_back(&self, mut buf: BytesMut) {
+        let mut spare = self.spare.borrow_mut();
+        if spare.len() >= MAX_SPARE_READ_BUFS || buf.capacity() > MAX_SPARE_READ_BUF {
+            return;
+        }
+        buf.clear();
+        if buf.try_reclaim(UPSTREAM_READ_BUF) {
+            spare.push(buf);
+        }
+    }
+}
 
 /// Spare room made in the client's read buffer before each read of a streamed request body:
 /// big enough that a large upload is not relayed in 4 KiB steps, small enough to bound memory.
@@ -239,7 +280,7 @@ pub async fn forward(
             max_head_bytes: limits.max_head_bytes.max(16 * 1024),
             max_headers: limits.max_headers,
         };
-        let mut ubuf = BytesMut::with_capacity(UPSTREAM_READ_BUF);
+        let mut ubuf = client.shard.read_bufs.take();
         let resp = match read_response_head(
             &mut client.stream,
             &mut client.notes.bytes_sent,
@@ -548,6 +589,9 @@ async fn relay_response(
             if sent == Sent::Whole && resp.keep_alive() && ubuf.is_empty() {
                 conn.release_reusable(resp.keep_alive_timeout().map(Duration::from_secs));
             }
+            // The head's bytes point into the buffer: dropped first, so its room can be reused.
+            drop(resp);
+            client.shard.read_bufs.put_back(ubuf);
             (plan.client_conn, true)
         }
         BodyEnd::Truncated => {

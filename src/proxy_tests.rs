@@ -221,3 +221,43 @@ fn truncation_is_reported_uring() {
 fn truncation_is_reported_epoll() {
     truncated(Driver::Epoll);
 }
+
+/// A head and a body split off a read buffer, as an exchange does.
+fn exchange(buf: &mut BytesMut) -> (bytes::Bytes, bytes::Bytes) {
+    buf.extend_from_slice(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello");
+    let head = buf.split_to(buf.len() - 5).freeze();
+    let body = buf.split_to(5).freeze();
+    (head, body)
+}
+
+#[test]
+fn spare_read_buffer_is_reused_whole() {
+    let bufs = super::ReadBufs::default();
+    let mut buf = bufs.take();
+    let start = buf.as_ptr();
+    let (head, body) = exchange(&mut buf);
+    // Written and dropped: nothing points into the buffer any more.
+    drop((head, body));
+    bufs.put_back(buf);
+    let again = bufs.take();
+    assert_eq!(again.as_ptr(), start, "the same allocation, from its start");
+    assert!(again.is_empty() && again.capacity() >= UPSTREAM_READ_BUF);
+}
+
+#[test]
+fn spare_read_buffer_never_overlaps_a_piece_still_held() {
+    let bufs = super::ReadBufs::default();
+    let mut buf = bufs.take();
+    // A piece still held elsewhere (e.g. by a write cancelled mid-flight).
+    let (_head, body) = exchange(&mut buf);
+    bufs.put_back(buf);
+    let mut again = bufs.take();
+    let held = body.as_ptr() as usize..body.as_ptr() as usize + body.len();
+    let room = again.as_ptr() as usize..again.as_ptr() as usize + again.capacity();
+    assert!(
+        room.start >= held.end || room.end <= held.start,
+        "reused room {room:?} overlaps a held piece {held:?}"
+    );
+    again.extend_from_slice(&[b'x'; 64]);
+    assert_eq!(&body[..], b"hello", "the held piece is untouched");
+}

@@ -25,6 +25,7 @@ use crate::config::Config;
 use crate::gateway::Gateway;
 use crate::io::{self as rio, Driver, Listener, LocalEvent, Runtime, Stream, UringOptions};
 use crate::metrics::{ShardMetrics, ShardSnapshot};
+use crate::proxy::ReadBufs;
 
 /// A message from the main thread to one shard.
 pub enum Command {
@@ -57,6 +58,8 @@ pub struct Shard {
     below_limit: RefCell<Option<LocalEvent>>,
     /// This shard's access log buffer, if the access log is on.
     pub access_log: Option<ShardAccessLog>,
+    /// Spare backend read buffers for the proxy.
+    pub read_bufs: ReadBufs,
 }
 
 impl Shard {
@@ -552,6 +555,7 @@ async fn run_shard(
         conn_limit,
         below_limit: RefCell::new(None),
         access_log: access_log.map(ShardAccessLog::new),
+        read_bufs: ReadBufs::default(),
     });
     let _ = ready.send(Ok(id));
     drop(ready);

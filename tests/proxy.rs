@@ -269,6 +269,80 @@ both_drivers!(
     }
 );
 
+/// Connection 0 answers two requests, then, idle, sends a whole unsolicited response (the
+/// dangerous kind: parsed as the answer to the next request if the connection were reused).
+/// Connection 1 answers one request, then resets (SO_LINGER 0) while idle. Later ones answer
+/// every request.
+fn late_bytes_or_reset_when_idle(mut s: TcpStream, n: usize) {
+    let mut buf = Vec::new();
+    let mut served = 0;
+    while let Some(head) = scripted::read_head(&mut s, &mut buf) {
+        scripted::read_body(&mut s, &mut buf, scripted::content_length(&head));
+        scripted::respond(&mut s, format!("conn{n}").as_bytes(), "");
+        served += 1;
+        if n == 0 && served == 2 {
+            std::thread::sleep(Duration::from_millis(100));
+            scripted::respond(&mut s, b"stray", "");
+            let _ = scripted::read_head(&mut s, &mut buf);
+            return;
+        }
+        if n == 1 {
+            std::thread::sleep(Duration::from_millis(50));
+            socket2::SockRef::from(&s)
+                .set_linger(Some(Duration::ZERO))
+                .unwrap();
+            return;
+        }
+    }
+}
+
+both_drivers!(
+    idle_connection_with_late_response_or_reset_is_evicted,
+    |driver: &str| {
+        let backend = Scripted::start(late_bytes_or_reset_when_idle);
+        // A long idle_timeout: the sweeper first runs a second after the first check-in, so the
+        // check before reuse is what must catch both cases below.
+        let gw = start(
+            driver,
+            "",
+            &[backend.addr.to_string()],
+            "pool = { max_idle = 8, idle_timeout = \"30s\" }",
+        );
+        let baseline = gw.open_fds();
+        let mut c = Client::connect(gw.addr);
+        assert_eq!(c.get("/1").text(), "conn0");
+        assert_eq!(c.get("/2").text(), "conn0", "a quiet connection is reused");
+        std::thread::sleep(Duration::from_millis(250));
+        // conn0 holds a complete unsolicited response: reusing it would answer "stray".
+        assert_eq!(
+            c.get("/3").text(),
+            "conn1",
+            "a pooled connection holding unsolicited bytes is evicted"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+        // conn1 was reset. A body still streaming is never resent, so reusing conn1 would fail
+        // the request instead of retrying it: a 200 proves it was not reused.
+        c.send(b"POST /4 HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n\r\nhi");
+        std::thread::sleep(Duration::from_millis(100));
+        c.send(b"yo");
+        let r = c.read_response(false).expect("a response to the POST");
+        assert_eq!(
+            (r.status, r.text().as_str()),
+            (200, "conn2"),
+            "a pooled connection the backend reset is evicted, not reused"
+        );
+        assert_eq!(backend.accepted(), 3);
+        drop(c);
+        // The evicted connections are closed; conn2 stays pooled (30s idle_timeout).
+        let n = fds_settle(&gw, baseline + 1, Duration::from_secs(6));
+        assert!(
+            n <= baseline + 1,
+            "evicted connections closed: expected <= {} fds, got {n}",
+            baseline + 1
+        );
+    }
+);
+
 both_drivers!(chunked_both_ways, |driver: &str| {
     let backend = Backend::tcp(BackendSpec {
         chunked: true,

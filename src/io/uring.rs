@@ -16,7 +16,8 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use compio::BufResult;
-use compio::driver::ProactorBuilder;
+use compio::driver::op::{Recv, RecvFlags};
+use compio::driver::{ProactorBuilder, ToSharedFd};
 use compio::io::{AsyncRead, AsyncReadExt, AsyncReadManaged, AsyncWrite, AsyncWriteExt};
 use futures_util::StreamExt;
 
@@ -309,6 +310,28 @@ impl Stream {
             Stream::Tcp(s) => s.peer_addr().ok(),
             Stream::Unix(_) => None,
         }
+    }
+
+    /// A one-byte `recv(MSG_PEEK | MSG_DONTWAIT)` submitted as an io_uring RECV: the kernel runs
+    /// it inline during the loop's next `io_uring_enter`. `Ok(0)` is a FIN, `Ok(1)` a waiting
+    /// byte (not consumed), `WouldBlock` nothing: with MSG_DONTWAIT in the SQE the kernel
+    /// completes with -EAGAIN instead of arming a poll (REQ_F_NOWAIT, since RECV exists, 5.6).
+    ///
+    /// Built here rather than with compio's `TcpStream::peek`, which sets
+    /// IORING_RECVSEND_POLL_FIRST after a recv that left the socket empty: a POLL_FIRST recv with
+    /// MSG_DONTWAIT completes with -EAGAIN without looking at the socket, so it would call every
+    /// connection quiet.
+    pub async fn peek_on_ring(&self) -> io::Result<usize> {
+        // The op holds a `SharedFd` (a counted reference to the socket), not a raw fd: if this
+        // future is dropped and the stream closed while the op is in flight, the socket stays
+        // open until the kernel's completion arrives, so the SQE never names a closed or reused fd.
+        let fd = match self {
+            Stream::Tcp(s) => s.to_shared_fd(),
+            Stream::Unix(s) => s.to_shared_fd(),
+        };
+        let op = Recv::new(fd, [0u8; 1], RecvFlags::PEEK | RecvFlags::DONTWAIT);
+        let BufResult(res, _) = compio::runtime::submit(op).await;
+        res
     }
 }
 

@@ -160,7 +160,7 @@ impl Pool {
     async fn checkout_inner(self: &Rc<Self>, fresh: bool) -> Result<PooledConn, CheckoutError> {
         let deadline = Instant::now() + self.cfg.queue_timeout;
         loop {
-            if !fresh && let Some(stream) = self.pop_idle() {
+            if !fresh && let Some(stream) = self.pop_idle().await {
                 return Ok(PooledConn::new(self, stream, true));
             }
             if fresh && self.open.get() >= self.cfg.max_connections && self.idle_count() > 0 {
@@ -190,14 +190,22 @@ impl Pool {
 
     /// Pops the newest idle connection that is neither expired nor readable (stray bytes or FIN
     /// mean the backend is closing or misbehaving: evict, never reuse).
-    fn pop_idle(&self) -> Option<Stream> {
-        let now = Instant::now();
+    ///
+    /// The readable check is [`Stream::quiet_for_reuse`]: on io_uring it rides in the loop's next
+    /// submission instead of costing a syscall, so this awaits. Meanwhile the connection is out of
+    /// the idle stack and keeps its slot; if this future is dropped, the connection is closed and
+    /// the slot freed.
+    async fn pop_idle(&self) -> Option<Stream> {
         loop {
             let idle = self.idle.borrow_mut().pop()?;
-            if idle.expires > now && idle.stream.is_quiet() {
+            let slot = SlotGuard(self);
+            if idle.expires > Instant::now() && idle.stream.quiet_for_reuse().await {
+                std::mem::forget(slot);
                 return Some(idle.stream);
             }
-            self.release_slot();
+            // Closed before the slot is released, so a waiter woken by it finds the fd gone.
+            drop(idle);
+            drop(slot);
         }
     }
 
