@@ -315,6 +315,7 @@ pub fn start(
         multishot_accept: config.io_uring.multishot_accept && has(|f| f.multishot_accept),
         buffer_ring: config.io_uring.buffer_ring && has(|f| f.buffer_ring),
         buffer_ring_entries: config.io_uring.buffer_ring_entries,
+        pool_peek: config.io_uring.pool_peek,
         // Opt-in and not probed: the kernel's answer at ring setup is the authority.
         sqpoll: config.io_uring.sqpoll,
         ..UringOptions::default()
@@ -326,6 +327,7 @@ pub fn start(
             defer_taskrun = uring_opts.defer_taskrun,
             multishot_accept = uring_opts.multishot_accept,
             buffer_ring = uring_opts.buffer_ring,
+            pool_peek = uring_opts.pool_peek,
             sqpoll = uring_opts.sqpoll,
             "io_uring features in use"
         );

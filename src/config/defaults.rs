@@ -64,6 +64,7 @@ impl Default for IoUringConfig {
             multishot_accept: true,
             buffer_ring: true,
             buffer_ring_entries: 256,
+            pool_peek: true,
             defer_taskrun: true,
             coop_taskrun: true,
             single_issuer: true,

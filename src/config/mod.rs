@@ -179,6 +179,10 @@ pub struct IoUringConfig {
     /// more reads than this complete in one loop turn, the rest use ordinary buffers (counted by
     /// `ringway_shard_buffer_ring_exhausted_total`).
     pub buffer_ring_entries: u16,
+    /// The check before an idle pooled backend connection is reused (a one-byte
+    /// `recv(MSG_PEEK | MSG_DONTWAIT)`) goes through the ring, with no syscall of its own, instead
+    /// of a plain `recv` syscall. Any io_uring kernel (RECV, 5.6).
+    pub pool_peek: bool,
     /// `IORING_SETUP_DEFER_TASKRUN` (6.1+).
     pub defer_taskrun: bool,
     /// `IORING_SETUP_COOP_TASKRUN` (5.19+).

@@ -347,8 +347,11 @@ impl Stream {
     /// operation holds its own reference to the socket (see `uring::Stream::peek_on_ring`).
     pub async fn quiet_for_reuse(&self) -> bool {
         let peek = match self {
-            Stream::Uring(s) => Peek::from_recv(s.peek_on_ring().await),
-            Stream::Epoll(_) => self.peek(),
+            Stream::Uring(s) if uring::pool_peek_on_ring() => {
+                Peek::from_recv(s.peek_on_ring().await)
+            }
+            // `io_uring.pool_peek = false`, and epoll.
+            _ => self.peek(),
         };
         peek == Peek::Nothing
     }

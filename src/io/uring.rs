@@ -42,6 +42,8 @@ pub struct UringOptions {
     pub buffer_ring: bool,
     /// Buffers in that ring (a power of two).
     pub buffer_ring_entries: u16,
+    /// The pooled-connection reuse check goes through the ring ([`Stream::peek_on_ring`]).
+    pub pool_peek: bool,
     /// IORING_SETUP_SQPOLL: a kernel thread per ring submits for us (opt-in: it burns CPU while
     /// busy, idling after [`SQPOLL_IDLE`]). Excludes DEFER_TASKRUN.
     pub sqpoll: bool,
@@ -56,8 +58,15 @@ pub const BUFFER_RING_BUF_LEN: usize = 4096;
 thread_local! {
     /// Whether this thread's ring has a registered provided-buffer ring.
     static BUFFER_RING: Cell<bool> = const { Cell::new(false) };
+    /// Whether this thread's reuse checks go through the ring.
+    static POOL_PEEK: Cell<bool> = const { Cell::new(true) };
     /// Idle reads that found the ring empty (ENOBUFS) and used an ordinary buffer.
     static RING_EXHAUSTED: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Whether this thread checks pooled connections with a peek on the ring.
+pub fn pool_peek_on_ring() -> bool {
+    POOL_PEEK.get()
 }
 
 /// How many idle reads on this thread found the buffer ring empty.
@@ -78,6 +87,7 @@ impl Default for UringOptions {
             // copied out, so the ring needs about one buffer per connection whose data arrives
             // in one loop turn; when it runs dry the read falls back to an ordinary one.
             buffer_ring_entries: 256,
+            pool_peek: true,
             sqpoll: false,
         }
     }
@@ -130,6 +140,7 @@ impl Runtime {
                     }
                     tracing::debug!(coop, single, defer, "io_uring ring set up");
                     BUFFER_RING.set(opts.buffer_ring && register_buffer_ring(&rt));
+                    POOL_PEEK.set(opts.pool_peek);
                     return Ok(Runtime { rt });
                 }
                 Err(e) if e.raw_os_error() == Some(libc::EINVAL) => last_err = Some(e),

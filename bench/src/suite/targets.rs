@@ -40,6 +40,7 @@ macro_rules! uring_feature {
 pub const URING_FEATURES: &[UringFeature] = &[
     uring_feature!("multishot_accept"),
     uring_feature!("buffer_ring"),
+    uring_feature!("pool_peek"),
     uring_feature!("defer_taskrun"),
     uring_feature!("coop_taskrun"),
     uring_feature!("single_issuer"),
@@ -713,6 +714,7 @@ mod tests {
         assert!(
             !(u.multishot_accept
                 || u.buffer_ring
+                || u.pool_peek
                 || u.defer_taskrun
                 || u.coop_taskrun
                 || u.single_issuer)
