@@ -48,8 +48,8 @@ struct FeatureRow {
 const FEATURE_ROWS: &[FeatureRow] = &[
     FeatureRow { name: "multishot_accept", since: "5.19", used_for: "one accept SQE yields every new connection", get: |f| f.multishot_accept },
     FeatureRow { name: "buffer_ring", since: "5.19", used_for: "reads on idle keepalive client connections (no buffer held while idle)", get: |f| f.buffer_ring },
-    FeatureRow { name: "send_zc", since: "6.0", used_for: "zero-copy send of large bodies (planned)", get: |f| f.send_zc },
-    FeatureRow { name: "recv_multishot", since: "6.0", used_for: "not yet (one recv per read today)", get: |f| f.recv_multishot },
+    FeatureRow { name: "send_zc", since: "6.0", used_for: "not used: sends to local sockets are copied anyway", get: |f| f.send_zc },
+    FeatureRow { name: "recv_multishot", since: "6.0", used_for: "not used: one batched RECV SQE per read is enough", get: |f| f.recv_multishot },
     FeatureRow { name: "coop_taskrun", since: "5.19", used_for: "no IPI per completion: run at next enter", get: |f| f.coop_taskrun },
     FeatureRow { name: "taskrun_flag", since: "5.19", used_for: "see pending task work without a syscall", get: |f| f.taskrun_flag },
     FeatureRow { name: "single_issuer", since: "6.0", used_for: "one ring per shard thread: less locking", get: |f| f.single_issuer },
@@ -62,7 +62,7 @@ const FEATURE_ROWS: &[FeatureRow] = &[
     FeatureRow { name: "accept", since: "5.5", used_for: "accept client connections (required)", get: |f| f.accept },
     FeatureRow { name: "connect", since: "5.5", used_for: "connect to upstreams (required)", get: |f| f.connect },
     FeatureRow { name: "send", since: "5.6", used_for: "write to sockets (required)", get: |f| f.send },
-    FeatureRow { name: "recv", since: "5.6", used_for: "read from sockets (required)", get: |f| f.recv },
+    FeatureRow { name: "recv", since: "5.6", used_for: "reads; the pooled-connection reuse check (required)", get: |f| f.recv },
     FeatureRow { name: "splice", since: "5.7", used_for: "not yet (bodies go through Bytes)", get: |f| f.splice },
     FeatureRow { name: "provide_buffers", since: "5.7", used_for: "not used (buffer_ring supersedes it)", get: |f| f.provide_buffers },
 ];
