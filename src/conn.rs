@@ -239,6 +239,7 @@ impl Client {
             out.put_slice(value.as_bytes());
         }
         put_connection(out, after, self.http10);
+        put_date(out);
         out.put_slice(b"\r\n\r\n");
         let head = self.take_scratch();
         self.notes.bytes_sent += (head.len() + body.len()) as u64;
@@ -260,6 +261,13 @@ pub fn put_connection(out: &mut BytesMut, after: ConnAfter, http10: bool) {
         ConnAfter::KeepAlive if http10 => out.put_slice(b"\r\nConnection: keep-alive"),
         ConnAfter::KeepAlive => {}
     }
+}
+
+/// Appends `CRLF Date: <now>`: every final response the gateway sends carries one (RFC 9110
+/// §6.6.1; the value is formatted once a second, see [`crate::clock`]).
+pub fn put_date(out: &mut BytesMut) {
+    out.put_slice(b"\r\nDate: ");
+    out.put_slice(&crate::clock::http_date());
 }
 
 /// Appends the decimal form of `n` (no allocation).

@@ -7,6 +7,7 @@
 pub mod access_log;
 pub mod admin;
 mod audit;
+pub mod clock;
 pub mod config;
 pub mod conn;
 pub mod demo;

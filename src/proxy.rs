@@ -465,7 +465,13 @@ async fn read_response_head(
                         Interim::Skip => {}
                         Interim::Forward => {
                             scratch.clear();
-                            http::write_forward_response_head(scratch, &resp, req.version(), true);
+                            http::write_forward_response_head(
+                                scratch,
+                                &resp,
+                                req.version(),
+                                true,
+                                Some(&crate::clock::http_date()),
+                            );
                             let out = scratch.split().freeze();
                             *sent += out.len() as u64;
                             match rio::timeout(times.client, client.write_all(out)).await {
@@ -552,8 +558,13 @@ async fn relay_response(
 ) -> Result<(ConnAfter, bool), Failure> {
     let keep_client = sent == Sent::Whole && req.keep_alive() && !client.shard.is_draining();
     client.scratch.clear();
-    let plan =
-        http::write_forward_response_head(&mut client.scratch, &resp, req.version(), keep_client);
+    let plan = http::write_forward_response_head(
+        &mut client.scratch,
+        &resp,
+        req.version(),
+        keep_client,
+        Some(&crate::clock::http_date()),
+    );
     let head_bytes = client.take_scratch();
 
     if resp.status() == 101 {

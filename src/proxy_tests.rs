@@ -79,7 +79,8 @@ fn relay(driver: Driver, response: Vec<u8>) -> Run {
             panic!("no response head");
         };
         scratch.clear();
-        let plan = http::write_forward_response_head(&mut scratch, &resp, req.version(), true);
+        let plan =
+            http::write_forward_response_head(&mut scratch, &resp, req.version(), true, None);
         let head = scratch.split().freeze();
         let mut decoder = BodyDecoder::for_response(resp.framing());
         relay_body(

@@ -4,14 +4,18 @@
 //! The whole response (head and body) is rendered once per config generation, when the shard
 //! builds its [`Gateway`]: one [`CannedResponse`] per route, holding one `Bytes` for each way the
 //! connection can continue. Serving a request is then one `write_all` of a `Bytes` clone (a
-//! reference count, no allocation, no formatting); a HEAD sends a slice of the same bytes.
+//! reference count, no allocation, no formatting); a HEAD sends a slice of the same bytes. The
+//! `Date` field is rewritten in place once per second (a new `Bytes` then, shared until the next
+//! second).
 //!
 //! A request body is read and discarded (bounded by `limits.max_body_bytes` and `client_idle`,
 //! like nginx's `ngx_http_discard_request_body`), so the connection stays usable. This module
 //! never touches an upstream.
 //!
-//! The gateway adds no `Date` or `Server` field here, as in every answer it makes itself (errors,
-//! fan-out): a canned answer has nothing time-dependent in it.
+//! Like every answer the gateway makes, it carries a `Date` (RFC 9110 §6.6.1: an origin server
+//! with a clock must send one) and no `Server` field.
+
+use std::cell::RefCell;
 
 use bytes::{Bytes, BytesMut};
 
@@ -26,8 +30,11 @@ const DISCARD_READ: usize = 32 * 1024;
 /// One pre-rendered response: head + body, and where the head ends (what a HEAD gets).
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Rendered {
-    bytes: Bytes,
+    /// The bytes, stamped with the `Date` of unix second `.0`.
+    bytes: RefCell<(u64, Bytes)>,
     head_len: usize,
+    /// Where the `Date` value starts in `bytes`.
+    date_at: usize,
 }
 
 impl Rendered {
@@ -49,23 +56,35 @@ impl Rendered {
         if let Some(value) = connection {
             w.header(b"Connection", value);
         }
+        let (secs, date) = crate::clock::now();
+        w.header(b"Date", &date);
         w.end();
         let head_len = out.len();
+        let date_at = head_len - 2 - 2 - date.len();
         if has_content {
             out.extend_from_slice(cfg.body.as_bytes());
         }
         Rendered {
-            bytes: out.freeze(),
+            bytes: RefCell::new((secs, out.freeze())),
             head_len,
+            date_at,
         }
     }
 
-    /// The bytes to send: all of them, or the head alone for a HEAD request.
+    /// The bytes to send: all of them, or the head alone for a HEAD request; re-stamped with
+    /// the current `Date` when the second has changed since the last stamp.
     fn for_method(&self, method: Method) -> Bytes {
+        let (secs, date) = crate::clock::now();
+        let mut cached = self.bytes.borrow_mut();
+        if cached.0 != secs {
+            let mut fresh = BytesMut::from(&cached.1[..]);
+            fresh[self.date_at..self.date_at + date.len()].copy_from_slice(&date);
+            *cached = (secs, fresh.freeze());
+        }
         if method == Method::Head {
-            self.bytes.slice(..self.head_len)
+            cached.1.slice(..self.head_len)
         } else {
-            self.bytes.clone()
+            cached.1.clone()
         }
     }
 }
@@ -220,19 +239,39 @@ mod tests {
         })
     }
 
+    /// The bytes with their `Date` field taken out, after checking it is the current time.
+    fn undated(b: &[u8]) -> Vec<u8> {
+        let at = b
+            .windows(8)
+            .position(|w| w == b"\r\nDate: ")
+            .expect("a Date field")
+            + 2;
+        let end = at + 6 + crate::http::IMF_FIXDATE_LEN + 2;
+        let value = &b[at + 6..end - 2];
+        let now = crate::clock::http_date();
+        // Within the same second, or the one before (the second may turn between the two reads).
+        let (secs, _) = crate::clock::now();
+        assert!(
+            value == now || value == crate::http::imf_fixdate(secs - 1),
+            "stale Date: {}",
+            String::from_utf8_lossy(value)
+        );
+        [&b[..at], &b[end..]].concat()
+    }
+
     #[test]
     fn renders_every_variant() {
         let c = canned(200, "hello\n");
-        let get = c.bytes(Method::Get, Version::Http11, ConnAfter::KeepAlive);
+        let get = undated(&c.bytes(Method::Get, Version::Http11, ConnAfter::KeepAlive));
         assert_eq!(
             &get[..],
             b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 6\r\n\r\nhello\n"
         );
-        let close = c.bytes(Method::Get, Version::Http11, ConnAfter::Close);
+        let close = undated(&c.bytes(Method::Get, Version::Http11, ConnAfter::Close));
         assert!(close.ends_with(b"Content-Length: 6\r\nConnection: close\r\n\r\nhello\n"));
-        let ten = c.bytes(Method::Post, Version::Http10, ConnAfter::KeepAlive);
+        let ten = undated(&c.bytes(Method::Post, Version::Http10, ConnAfter::KeepAlive));
         assert!(ten.ends_with(b"Connection: keep-alive\r\n\r\nhello\n"));
-        let ten_close = c.bytes(Method::Get, Version::Http10, ConnAfter::Close);
+        let ten_close = undated(&c.bytes(Method::Get, Version::Http10, ConnAfter::Close));
         assert_eq!(ten_close, close);
     }
 
@@ -240,8 +279,8 @@ mod tests {
     fn head_is_the_get_head_without_body() {
         let c = canned(404, "gone");
         for after in [ConnAfter::KeepAlive, ConnAfter::Close] {
-            let get = c.bytes(Method::Get, Version::Http11, after);
-            let head = c.bytes(Method::Head, Version::Http11, after);
+            let get = undated(&c.bytes(Method::Get, Version::Http11, after));
+            let head = undated(&c.bytes(Method::Head, Version::Http11, after));
             assert_eq!(&get[..head.len()], &head[..]);
             assert_eq!(&get[head.len()..], b"gone");
             assert!(head.starts_with(b"HTTP/1.1 404 Not Found\r\n"));
@@ -255,18 +294,28 @@ mod tests {
     fn no_content_fields_on_204_and_304() {
         for (status, line) in [(204, "204 No Content"), (304, "304 Not Modified")] {
             let got = canned(status, "").bytes(Method::Get, Version::Http11, ConnAfter::KeepAlive);
-            assert_eq!(got, format!("HTTP/1.1 {line}\r\n\r\n").as_bytes());
+            assert_eq!(undated(&got), format!("HTTP/1.1 {line}\r\n\r\n").as_bytes());
         }
     }
 
     #[test]
     fn serving_clones_share_the_rendered_buffer() {
         let c = canned(200, "x");
-        let a = c.bytes(Method::Get, Version::Http11, ConnAfter::KeepAlive);
-        let b = c.bytes(Method::Get, Version::Http11, ConnAfter::KeepAlive);
-        let h = c.bytes(Method::Head, Version::Http11, ConnAfter::KeepAlive);
-        // The same memory every time: nothing is rendered or copied per request.
-        assert_eq!(a.as_ptr(), b.as_ptr());
-        assert_eq!(a.as_ptr(), h.as_ptr());
+        // Bounded retry: the Date is re-stamped when the second turns, which may happen between
+        // two calls; within one second every call shares the same memory.
+        for _ in 0..3 {
+            let before = crate::clock::now().0;
+            let a = c.bytes(Method::Get, Version::Http11, ConnAfter::KeepAlive);
+            let b = c.bytes(Method::Get, Version::Http11, ConnAfter::KeepAlive);
+            let h = c.bytes(Method::Head, Version::Http11, ConnAfter::KeepAlive);
+            if crate::clock::now().0 != before {
+                continue;
+            }
+            // The same memory every time: nothing is rendered or copied per request.
+            assert_eq!(a.as_ptr(), b.as_ptr());
+            assert_eq!(a.as_ptr(), h.as_ptr());
+            return;
+        }
+        panic!("the clock turned a second during each of three tries");
     }
 }

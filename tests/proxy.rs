@@ -880,3 +880,60 @@ both_drivers!(
         assert_eq!(b.get("/b2").status, 200);
     }
 );
+
+// RFC 9110 §6.6.1: every final response reaching the client carries exactly one Date. A
+// backend's own Date is relayed as it is; a response without one gets the gateway's; the
+// gateway's own answers (404 here) carry one too.
+both_drivers!(every_response_carries_one_date, |driver: &str| {
+    let backend = Scripted::start(|mut s, _| {
+        let mut buf = Vec::new();
+        let mut i = 0;
+        while let Some(head) = scripted::read_head(&mut s, &mut buf) {
+            if !scripted::read_body(&mut s, &mut buf, scripted::content_length(&head)) {
+                return;
+            }
+            // Every other answer brings its own (old) Date.
+            let extra = if i % 2 == 0 {
+                ""
+            } else {
+                "Date: Sun, 06 Nov 1994 08:49:37 GMT\r\n"
+            };
+            if !scripted::respond(&mut s, b"ok", extra) {
+                return;
+            }
+            i += 1;
+        }
+    });
+    let (mut cfg, addr, admin) = preamble(driver, 1);
+    cfg.push_str(&format!(
+        "[[upstream]]\nname = \"b\"\nendpoints = [\"{}\"]\n\n[[route]]\npath_prefix = \"/p\"\nupstream = \"b\"\n",
+        backend.addr
+    ));
+    let gw = Gateway::start(&cfg, addr, admin);
+    let mut c = Client::connect(gw.addr);
+    let dates = |r: &common::gateway::Response| -> Vec<String> {
+        r.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case("date"))
+            .map(|(_, v)| v.clone())
+            .collect()
+    };
+    let own = c.get("/p/1");
+    assert_eq!(own.status, 200);
+    let d = dates(&own);
+    assert_eq!(d.len(), 1, "{driver}: one Date added: {:?}", own.headers);
+    assert!(
+        d[0].ends_with(" GMT") && d[0].len() == 29 && !d[0].contains("1994"),
+        "{driver}: the gateway's current Date: {}",
+        d[0]
+    );
+    let relayed = c.get("/p/2");
+    assert_eq!(
+        dates(&relayed),
+        ["Sun, 06 Nov 1994 08:49:37 GMT"],
+        "{driver}: the backend's Date is relayed, not doubled"
+    );
+    let missing = c.get("/nowhere");
+    assert_eq!(missing.status, 404);
+    assert_eq!(dates(&missing).len(), 1, "{driver}: {:?}", missing.headers);
+});

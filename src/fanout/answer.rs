@@ -147,6 +147,7 @@ pub(super) fn write_head(
         }
     }
     crate::conn::put_connection(out, after, http10);
+    crate::conn::put_date(out);
     out.put_slice(b"\r\n\r\n");
 }
 

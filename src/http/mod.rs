@@ -19,6 +19,7 @@
 
 mod body;
 mod chunked;
+mod date;
 mod error;
 mod framing;
 mod headers;
@@ -34,6 +35,7 @@ mod proptests;
 
 pub use body::{BodyDecoder, ChunkedEncoder, LAST_CHUNK, encode_chunk};
 pub use chunked::{ALLOWED_TRAILERS, MAX_CHUNK_EXT_BYTES, MAX_TRAILER_BYTES};
+pub use date::{IMF_FIXDATE_LEN, imf_fixdate};
 pub use error::{ErrorKind, HttpError, Side};
 pub use framing::BodyFraming;
 pub use headers::Headers;

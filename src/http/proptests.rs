@@ -342,7 +342,7 @@ proptest! {
             if let Ok(Status::Complete(h)) = parse_response_head(&mut rbuf, &mut rscan, &limits, Method::Get) {
                 let _ = (h.keep_alive_timeout(), h.is_json(), h.interim(Version::Http11, true, false));
                 let mut out = BytesMut::new();
-                let _ = write_forward_response_head(&mut out, &h, Version::Http10, true);
+                let _ = write_forward_response_head(&mut out, &h, Version::Http10, true, None);
             }
         }
         for raw in [false, true] {

@@ -288,12 +288,15 @@ pub struct ResponseForward {
 ///   until-close body ends at close too. HEAD and 304 responses keep their Content-Length.
 /// - Connection: `close` when the client connection will close, `keep-alive` for an HTTP/1.0
 ///   client that keeps it, `upgrade` for a 101. No Connection field on other 1xx.
+/// - Date: `date` added to a final response that has none (the caller passes the current time;
+///   `None` adds nothing).
 /// - Via: `1.x ringway` (the backend's version) appended.
 pub fn write_forward_response_head(
     out: &mut BytesMut,
     head: &ResponseHead,
     client_version: Version,
     keep_alive: bool,
+    date: Option<&[u8]>,
 ) -> ResponseForward {
     let bytes = head.as_bytes();
     let ranges = head.ranges();
@@ -318,8 +321,10 @@ pub fn write_forward_response_head(
 
     let mut w = HeadWriter::new(out);
     w.status_line(Version::Http11, status, head.reason());
+    let mut has_date = false;
     for r in ranges {
         let (name, value) = (r.name.get(bytes), r.value.get(bytes));
+        has_date |= name.eq_ignore_ascii_case(b"date");
         if name.eq_ignore_ascii_case(b"content-length")
             || name.eq_ignore_ascii_case(b"via")
             || drop_when_forwarding(name, bytes, ranges, facts.conn_other, switching)
@@ -362,6 +367,13 @@ pub fn write_forward_response_head(
             }
             (ConnAfter::KeepAlive, Version::Http11) => {}
         }
+    }
+    // RFC 9110 §6.6.1: a proxy forwarding a final response without a Date adds one.
+    if let Some(d) = date
+        && !has_date
+        && !head.is_informational()
+    {
+        w.header(b"date", d);
     }
     write_via(&mut w, bytes, ranges, head.version());
     w.end();

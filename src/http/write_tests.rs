@@ -48,7 +48,7 @@ fn forward_response(
 ) -> (String, ResponseForward) {
     let mut out = BytesMut::new();
     let decision =
-        write_forward_response_head(&mut out, &response(input, method), client, keep_alive);
+        write_forward_response_head(&mut out, &response(input, method), client, keep_alive, None);
     let mut again = out.clone();
     assert!(matches!(
         parse_response_head(
