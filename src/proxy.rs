@@ -28,9 +28,11 @@
 
 use std::cell::RefCell;
 use std::io;
+use std::pin::pin;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use futures_util::future::{Either, select};
 
 use crate::audit;
 use crate::conn::{Client, ConnAfter};
@@ -578,6 +580,7 @@ async fn relay_response(
             vec![head_bytes, ubuf.split().freeze()],
             leftover_client,
             linger,
+            gw.config.timeouts.tunnel_idle,
         )
         .await;
         return Ok((ConnAfter::Close, ok));
@@ -626,6 +629,7 @@ async fn tunnel(
     to_client: Vec<Bytes>,
     to_upstream: Bytes,
     linger: Duration,
+    idle: Duration,
 ) -> bool {
     *sent += to_client.iter().map(|b| b.len() as u64).sum::<u64>();
     if client.write_vectored_all(to_client).await.is_err() {
@@ -634,18 +638,40 @@ async fn tunnel(
     if !to_upstream.is_empty() && upstream.write_all(to_upstream).await.is_err() {
         return false;
     }
-    match client.tunnel(upstream, linger).await {
-        Ok((up, down)) => {
-            *sent += down;
+    let moved = rio::TunnelBytes::default();
+    let relay = client.tunnel(upstream, linger, &moved);
+    // Idle watchdog: a tunnel that moved no byte either way for a whole `idle` period ends (so
+    // within 1-2 × `idle` of its last byte); a busy one costs one timer per period.
+    let watchdog = async {
+        let mut seen = moved.total();
+        loop {
+            rio::sleep(idle).await;
+            let now = moved.total();
+            if now == seen {
+                return;
+            }
+            seen = now;
+        }
+    };
+    let outcome = match select(pin!(relay), pin!(watchdog)).await {
+        Either::Left((res, _)) => res,
+        Either::Right(((), _)) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "no byte either way for timeouts.tunnel_idle",
+        )),
+    };
+    *sent += moved.back.get();
+    match outcome {
+        Ok(()) => {
             tracing::debug!(
-                client_to_upstream = up,
-                upstream_to_client = down,
+                client_to_upstream = moved.there.get(),
+                upstream_to_client = moved.back.get(),
                 "tunnel closed"
             );
             true
         }
         Err(e) => {
-            tracing::debug!("tunnel ended with an error: {e}");
+            tracing::debug!("tunnel ended: {e}");
             false
         }
     }

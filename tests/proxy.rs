@@ -644,31 +644,35 @@ both_drivers!(
     }
 );
 
+/// A WebSocket backend: answers the upgrade with 101 and a first frame `hi`, then echoes every
+/// frame until the client closes.
+fn ws_echo(mut s: TcpStream, _: usize) {
+    let mut buf = Vec::new();
+    let Some(head) = scripted::read_head(&mut s, &mut buf) else {
+        return;
+    };
+    let lower = head.to_ascii_lowercase();
+    if !lower.contains("upgrade: websocket") || !lower.contains("connection: upgrade") {
+        let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
+        return;
+    }
+    // The 101 and the first frame in one write: bytes past the head must be relayed too.
+    let mut out = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n".to_vec();
+    out.extend(scripted::ws_frame(b"hi", None));
+    if s.write_all(&out).is_err() {
+        return;
+    }
+    let mut r = std::io::Cursor::new(std::mem::take(&mut buf)).chain(s.try_clone().unwrap());
+    while let Some(payload) = scripted::ws_read(&mut r) {
+        if s.write_all(&scripted::ws_frame(&payload, None)).is_err() {
+            return;
+        }
+    }
+    // Client closed: close too.
+}
+
 both_drivers!(websocket_echo_through_the_tunnel, |driver: &str| {
-    let backend = Scripted::start(|mut s, _| {
-        let mut buf = Vec::new();
-        let Some(head) = scripted::read_head(&mut s, &mut buf) else {
-            return;
-        };
-        let lower = head.to_ascii_lowercase();
-        if !lower.contains("upgrade: websocket") || !lower.contains("connection: upgrade") {
-            let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
-            return;
-        }
-        // The 101 and the first frame in one write: bytes past the head must be relayed too.
-        let mut out = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n".to_vec();
-        out.extend(scripted::ws_frame(b"hi", None));
-        if s.write_all(&out).is_err() {
-            return;
-        }
-        let mut r = std::io::Cursor::new(std::mem::take(&mut buf)).chain(s.try_clone().unwrap());
-        while let Some(payload) = scripted::ws_read(&mut r) {
-            if s.write_all(&scripted::ws_frame(&payload, None)).is_err() {
-                return;
-            }
-        }
-        // Client closed: close too.
-    });
+    let backend = Scripted::start(ws_echo);
     let gw = start(driver, "", &[backend.addr.to_string()], "");
     let baseline = gw.open_fds();
     let mut c = Client::connect(gw.addr);
@@ -936,4 +940,45 @@ both_drivers!(every_response_carries_one_date, |driver: &str| {
     let missing = c.get("/nowhere");
     assert_eq!(missing.status, 404);
     assert_eq!(dates(&missing).len(), 1, "{driver}: {:?}", missing.headers);
+});
+
+// An upgraded connection that goes quiet is closed after `timeouts.tunnel_idle` (HAProxy's
+// `timeout tunnel`); one that keeps moving bytes, in either direction, is not.
+both_drivers!(idle_tunnel_is_closed, |driver: &str| {
+    let backend = Scripted::start(ws_echo);
+    let gw = start(
+        driver,
+        "[timeouts]\ntunnel_idle = \"400ms\"\n",
+        &[backend.addr.to_string()],
+        "",
+    );
+    let baseline = gw.open_fds();
+    let mut c = Client::connect(gw.addr);
+    c.send(b"GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n");
+    assert_eq!(c.read_response(false).expect("101").status, 101);
+    assert_eq!(scripted::ws_read(&mut c.reader).unwrap(), b"hi");
+    // Busy for 1.2 s, three times the idle limit: a message every 150 ms keeps it open.
+    for i in 0..8 {
+        std::thread::sleep(Duration::from_millis(150));
+        let msg = format!("m{i}");
+        c.send(&scripted::ws_frame(msg.as_bytes(), Some([1, 2, 3, 4])));
+        assert_eq!(
+            scripted::ws_read(&mut c.reader).expect("echo while busy"),
+            msg.as_bytes(),
+            "{driver}: message {i}"
+        );
+    }
+    // Quiet: closed within 1-2 × tunnel_idle (checked with slack).
+    let quiet = Instant::now();
+    assert!(
+        c.is_closed(Duration::from_secs(3)),
+        "{driver}: idle tunnel still open after 3 s"
+    );
+    let took = quiet.elapsed();
+    assert!(
+        took >= Duration::from_millis(350),
+        "{driver}: closed after only {took:?} of quiet"
+    );
+    drop(c);
+    assert_fds_back(&gw, baseline);
 });

@@ -54,6 +54,7 @@ impl Default for TimeoutsConfig {
             upstream_response: Duration::from_secs(15),
             drain: Duration::from_secs(10),
             drain_grace: Duration::ZERO,
+            tunnel_idle: Duration::from_secs(3600),
         }
     }
 }

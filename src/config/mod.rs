@@ -132,6 +132,10 @@ pub struct TimeoutsConfig {
     /// SIGTERM: `/readyz` answers 503 this long before accepting stops.
     #[serde(with = "de::duration")]
     pub drain_grace: Duration,
+    /// An upgraded connection (WebSocket, CONNECT) that moves no byte either way this long is
+    /// closed (HAProxy's `timeout tunnel`).
+    #[serde(with = "de::duration")]
+    pub tunnel_idle: Duration,
 }
 
 /// `[log]`.

@@ -203,6 +203,7 @@ fn config() -> impl Strategy<Value = Config> {
                         upstream_response: t[3],
                         drain: t[4],
                         drain_grace: t[5],
+                        tunnel_idle: t[0],
                     },
                     log: LogConfig {
                         access,

@@ -162,6 +162,7 @@ pub(super) fn validate(c: &Config) -> Check {
         ("client_idle", c.timeouts.client_idle),
         ("upstream_connect", c.timeouts.upstream_connect),
         ("upstream_response", c.timeouts.upstream_response),
+        ("tunnel_idle", c.timeouts.tunnel_idle),
     ] {
         positive(timeouts.key(key), d)?;
     }

@@ -165,23 +165,27 @@ impl Stream {
         Ok(())
     }
 
-    pub async fn tunnel(&mut self, other: &mut Stream, linger: Duration) -> io::Result<(u64, u64)> {
-        let (there, back) = (Cell::new(0u64), Cell::new(0u64));
+    pub async fn tunnel(
+        &mut self,
+        other: &mut Stream,
+        linger: Duration,
+        moved: &super::TunnelBytes,
+    ) -> io::Result<()> {
+        let (there, back) = (&moved.there, &moved.back);
         // Borrowed halves (`split`, no allocation, no lock): both directions run at once.
         macro_rules! both_ways {
             ($a:expr, $b:expr) => {{
                 let (ar, aw) = $a.split();
                 let (br, bw) = $b.split();
-                super::join_directions(pump(ar, bw, &there), pump(br, aw, &back), linger).await
+                super::join_directions(pump(ar, bw, there), pump(br, aw, back), linger).await
             }};
         }
-        let done = match (self, other) {
+        match (self, other) {
             (Stream::Tcp(a), Stream::Tcp(b)) => both_ways!(a, b),
             (Stream::Tcp(a), Stream::Unix(b)) => both_ways!(a, b),
             (Stream::Unix(a), Stream::Tcp(b)) => both_ways!(a, b),
             (Stream::Unix(a), Stream::Unix(b)) => both_ways!(a, b),
-        };
-        done.map(|()| (there.get(), back.get()))
+        }
     }
 
     pub fn peer_addr(&self) -> Option<SocketAddr> {

@@ -405,8 +405,8 @@ impl Stream {
     }
 
     /// Relays bytes both ways between `self` and `other` until both directions have ended, for a
-    /// connection that switched protocols (HTTP `101`, RFC 9110 §15.2.2). Returns the bytes moved
-    /// `self` → `other` and `other` → `self`.
+    /// connection that switched protocols (HTTP `101`, RFC 9110 §15.2.2). `moved` counts the bytes
+    /// moved `self` → `other` and `other` → `self` as they go (an idle watchdog reads it).
     ///
     /// When one side reaches EOF, the other side's write half is shut down (a half-close passes
     /// through the tunnel) and the other direction goes on for at most `linger`: a peer that never
@@ -420,10 +420,15 @@ impl Stream {
     ///
     /// # Cancellation
     /// Dropping the future stops both directions; close both streams afterwards.
-    pub async fn tunnel(&mut self, other: &mut Stream, linger: Duration) -> io::Result<(u64, u64)> {
+    pub async fn tunnel(
+        &mut self,
+        other: &mut Stream,
+        linger: Duration,
+        moved: &TunnelBytes,
+    ) -> io::Result<()> {
         match (self, other) {
-            (Stream::Uring(a), Stream::Uring(b)) => a.tunnel(b, linger).await,
-            (Stream::Epoll(a), Stream::Epoll(b)) => a.tunnel(b, linger).await,
+            (Stream::Uring(a), Stream::Uring(b)) => a.tunnel(b, linger, moved).await,
+            (Stream::Epoll(a), Stream::Epoll(b)) => a.tunnel(b, linger, moved).await,
             _ => Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "tunnel between streams of different drivers",
@@ -449,6 +454,22 @@ impl AsRawFd for Stream {
             Stream::Uring(s) => s.as_raw_fd(),
             Stream::Epoll(s) => s.as_raw_fd(),
         }
+    }
+}
+
+/// Bytes a [`Stream::tunnel`] has moved each way so far; the caller watches it for idleness.
+#[derive(Debug, Default)]
+pub struct TunnelBytes {
+    /// From the stream `tunnel` is called on to the other.
+    pub there: Cell<u64>,
+    /// Back from the other stream.
+    pub back: Cell<u64>,
+}
+
+impl TunnelBytes {
+    /// Both directions together.
+    pub fn total(&self) -> u64 {
+        self.there.get() + self.back.get()
     }
 }
 

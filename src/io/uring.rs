@@ -295,25 +295,29 @@ impl Stream {
         Ok(())
     }
 
-    pub async fn tunnel(&mut self, other: &mut Stream, linger: Duration) -> io::Result<(u64, u64)> {
-        let (there, back) = (Cell::new(0u64), Cell::new(0u64));
+    pub async fn tunnel(
+        &mut self,
+        other: &mut Stream,
+        linger: Duration,
+        moved: &super::TunnelBytes,
+    ) -> io::Result<()> {
+        let (there, back) = (&moved.there, &moved.back);
         // `&TcpStream`/`&UnixStream` implement compio's AsyncRead and AsyncWrite, so both
         // directions run at once on shared references, each with its own owned buffer.
-        let done = match (&*self, &*other) {
+        match (&*self, &*other) {
             (Stream::Tcp(a), Stream::Tcp(b)) => {
-                super::join_directions(pump(a, b, &there), pump(b, a, &back), linger).await
+                super::join_directions(pump(a, b, there), pump(b, a, back), linger).await
             }
             (Stream::Tcp(a), Stream::Unix(b)) => {
-                super::join_directions(pump(a, b, &there), pump(b, a, &back), linger).await
+                super::join_directions(pump(a, b, there), pump(b, a, back), linger).await
             }
             (Stream::Unix(a), Stream::Tcp(b)) => {
-                super::join_directions(pump(a, b, &there), pump(b, a, &back), linger).await
+                super::join_directions(pump(a, b, there), pump(b, a, back), linger).await
             }
             (Stream::Unix(a), Stream::Unix(b)) => {
-                super::join_directions(pump(a, b, &there), pump(b, a, &back), linger).await
+                super::join_directions(pump(a, b, there), pump(b, a, back), linger).await
             }
-        };
-        done.map(|()| (there.get(), back.get()))
+        }
     }
 
     pub fn peer_addr(&self) -> Option<SocketAddr> {
