@@ -82,7 +82,9 @@ impl ReadBufs {
             return;
         }
         buf.clear();
-        if buf.try_reclaim(UPSTREAM_READ_BUF) {
+        // Checked again after the reclaim: it rewinds the handle over the whole allocation, so
+        // only now does `capacity` show a buffer that grew for a big head (and is not kept).
+        if buf.try_reclaim(UPSTREAM_READ_BUF) && buf.capacity() <= MAX_SPARE_READ_BUF {
             spare.push(buf);
         }
     }

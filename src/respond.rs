@@ -299,6 +299,35 @@ mod tests {
     }
 
     #[test]
+    fn date_is_restamped_when_the_second_changes() {
+        let c = canned(200, "hello\n");
+        let before = c.bytes(Method::Get, Version::Http11, ConnAfter::KeepAlive);
+        // Pretend the stamp is from 1970: the next request re-stamps only the date bytes.
+        let r = &c.keep_alive;
+        let stale = {
+            let mut b = r.bytes.borrow_mut();
+            let mut old = BytesMut::from(&b.1[..]);
+            old[r.date_at..r.date_at + 29].copy_from_slice(&crate::http::imf_fixdate(0));
+            *b = (0, old.freeze());
+            b.1.clone()
+        };
+        let after = c.bytes(Method::Get, Version::Http11, ConnAfter::KeepAlive);
+        assert_ne!(
+            after.as_ptr(),
+            stale.as_ptr(),
+            "a new buffer, not the one in flight"
+        );
+        assert_eq!(
+            &stale[r.date_at..r.date_at + 29],
+            b"Thu, 01 Jan 1970 00:00:00 GMT"
+        );
+        assert_eq!(after.len(), before.len());
+        assert_eq!(&after[..r.date_at], &before[..r.date_at]);
+        assert_eq!(&after[r.date_at + 29..], &before[r.date_at + 29..]);
+        assert_eq!(undated(&after), undated(&before));
+    }
+
+    #[test]
     fn serving_clones_share_the_rendered_buffer() {
         let c = canned(200, "x");
         // Bounded retry: the Date is re-stamped when the second turns, which may happen between

@@ -324,7 +324,8 @@ pub fn start(
         tracing::info!(
             coop_taskrun = uring_opts.coop_taskrun,
             single_issuer = uring_opts.single_issuer,
-            defer_taskrun = uring_opts.defer_taskrun,
+            // SQPOLL excludes DEFER_TASKRUN: the ring is built without it then.
+            defer_taskrun = uring_opts.defer_taskrun && !uring_opts.sqpoll,
             multishot_accept = uring_opts.multishot_accept,
             buffer_ring = uring_opts.buffer_ring,
             pool_peek = uring_opts.pool_peek,

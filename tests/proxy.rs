@@ -6,6 +6,7 @@ mod common;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::backend::{Backend, BackendSpec};
@@ -272,8 +273,9 @@ both_drivers!(
 /// Connection 0 answers two requests, then, idle, sends a whole unsolicited response (the
 /// dangerous kind: parsed as the answer to the next request if the connection were reused).
 /// Connection 1 answers one request, then resets (SO_LINGER 0) while idle. Later ones answer
-/// every request.
-fn late_bytes_or_reset_when_idle(mut s: TcpStream, n: usize) {
+/// every request. `done` counts the misdeeds committed (stray bytes written, reset sent), so the
+/// test waits for them instead of guessing with sleeps.
+fn late_bytes_or_reset_when_idle(mut s: TcpStream, n: usize, done: &AtomicUsize) {
     let mut buf = Vec::new();
     let mut served = 0;
     while let Some(head) = scripted::read_head(&mut s, &mut buf) {
@@ -283,6 +285,7 @@ fn late_bytes_or_reset_when_idle(mut s: TcpStream, n: usize) {
         if n == 0 && served == 2 {
             std::thread::sleep(Duration::from_millis(100));
             scripted::respond(&mut s, b"stray", "");
+            done.fetch_add(1, Ordering::SeqCst);
             let _ = scripted::read_head(&mut s, &mut buf);
             return;
         }
@@ -291,6 +294,8 @@ fn late_bytes_or_reset_when_idle(mut s: TcpStream, n: usize) {
             socket2::SockRef::from(&s)
                 .set_linger(Some(Duration::ZERO))
                 .unwrap();
+            drop(s);
+            done.fetch_add(1, Ordering::SeqCst);
             return;
         }
     }
@@ -299,7 +304,22 @@ fn late_bytes_or_reset_when_idle(mut s: TcpStream, n: usize) {
 both_drivers!(
     idle_connection_with_late_response_or_reset_is_evicted,
     |driver: &str| {
-        let backend = Scripted::start(late_bytes_or_reset_when_idle);
+        let done = Arc::new(AtomicUsize::new(0));
+        let signal = done.clone();
+        let backend = Scripted::start(move |s, n| late_bytes_or_reset_when_idle(s, n, &signal));
+        // Bounded: waits at most 5 s for the backend's `want`-th misdeed, then a little more for
+        // the gateway's socket to hold it.
+        let wait_for = |want: usize| {
+            let until = Instant::now() + Duration::from_secs(5);
+            while done.load(Ordering::SeqCst) < want && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            assert!(
+                done.load(Ordering::SeqCst) >= want,
+                "backend misdeed {want}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
         // A long idle_timeout: the sweeper first runs a second after the first check-in, so the
         // check before reuse is what must catch both cases below.
         let gw = start(
@@ -312,14 +332,14 @@ both_drivers!(
         let mut c = Client::connect(gw.addr);
         assert_eq!(c.get("/1").text(), "conn0");
         assert_eq!(c.get("/2").text(), "conn0", "a quiet connection is reused");
-        std::thread::sleep(Duration::from_millis(250));
+        wait_for(1);
         // conn0 holds a complete unsolicited response: reusing it would answer "stray".
         assert_eq!(
             c.get("/3").text(),
             "conn1",
             "a pooled connection holding unsolicited bytes is evicted"
         );
-        std::thread::sleep(Duration::from_millis(200));
+        wait_for(2);
         // conn1 was reset. A body still streaming is never resent, so reusing conn1 would fail
         // the request instead of retrying it: a 200 proves it was not reused.
         c.send(b"POST /4 HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n\r\nhi");
@@ -948,7 +968,7 @@ both_drivers!(idle_tunnel_is_closed, |driver: &str| {
     let backend = Scripted::start(ws_echo);
     let gw = start(
         driver,
-        "[timeouts]\ntunnel_idle = \"400ms\"\n",
+        "[timeouts]\ntunnel_idle = \"1s\"\n",
         &[backend.addr.to_string()],
         "",
     );
@@ -957,8 +977,9 @@ both_drivers!(idle_tunnel_is_closed, |driver: &str| {
     c.send(b"GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n");
     assert_eq!(c.read_response(false).expect("101").status, 101);
     assert_eq!(scripted::ws_read(&mut c.reader).unwrap(), b"hi");
-    // Busy for 1.2 s, three times the idle limit: a message every 150 ms keeps it open.
-    for i in 0..8 {
+    // Busy for 2.4 s, more than twice the idle limit: a message every 150 ms keeps it open (a
+    // scheduling pause of up to ~850 ms is tolerated).
+    for i in 0..16 {
         std::thread::sleep(Duration::from_millis(150));
         let msg = format!("m{i}");
         c.send(&scripted::ws_frame(msg.as_bytes(), Some([1, 2, 3, 4])));
@@ -976,7 +997,7 @@ both_drivers!(idle_tunnel_is_closed, |driver: &str| {
     );
     let took = quiet.elapsed();
     assert!(
-        took >= Duration::from_millis(350),
+        took >= Duration::from_millis(900),
         "{driver}: closed after only {took:?} of quiet"
     );
     drop(c);

@@ -527,6 +527,8 @@ rejects! {
         => 2:22 "route[0].respond.status" "invalid type: string";
     respond_204_with_body: "[[route]]\nrespond = { status = 204, body = \"x\" }\n"
         => 2:34 "route[0].respond.body" "a 204 response has no body (RFC 9110 §15.3.5)";
+    respond_205_with_body: "[[route]]\nrespond = { status = 205, body = \"x\" }\n"
+        => 2:34 "route[0].respond.body" "a 205 response has no body (RFC 9110 §15.3.6)";
     respond_304_with_body: "[[route]]\n[route.respond]\nstatus = 304\nbody = \"x\"\n"
         => 4:8 "route[0].respond.body" "a 304 response has no body";
     respond_bad_content_type: "[[route]]\nrespond = { status = 200, content_type = \"text/plain\\r\\nX: y\" }\n"

@@ -168,7 +168,8 @@ pub(super) fn validate(c: &Config) -> Check {
     }
 
     let entries = c.io_uring.buffer_ring_entries;
-    if !entries.is_power_of_two() || entries > 32768 {
+    // Every power of two a u16 holds is at most 32768, the kernel's limit.
+    if !entries.is_power_of_two() {
         return fail(
             root.key("io_uring").key("buffer_ring_entries"),
             format!("must be a power of two from 1 to 32768 (the kernel's limit), got {entries}"),
@@ -303,13 +304,17 @@ fn respond(at: &KeyPath, r: &RespondConfig) -> Check {
             ),
         );
     }
-    if matches!(r.status, 204 | 304) && !r.body.is_empty() {
+    if matches!(r.status, 204 | 205 | 304) && !r.body.is_empty() {
         return fail(
             at.key("body"),
             format!(
                 "a {} response has no body (RFC 9110 §{}); remove `body` or pick another status",
                 r.status,
-                if r.status == 204 { "15.3.5" } else { "15.4.5" }
+                match r.status {
+                    204 => "15.3.5",
+                    205 => "15.3.6",
+                    _ => "15.4.5",
+                }
             ),
         );
     }

@@ -324,13 +324,14 @@ pub fn write_forward_response_head(
     let mut has_date = false;
     for r in ranges {
         let (name, value) = (r.name.get(bytes), r.value.get(bytes));
-        has_date |= name.eq_ignore_ascii_case(b"date");
         if name.eq_ignore_ascii_case(b"content-length")
             || name.eq_ignore_ascii_case(b"via")
             || drop_when_forwarding(name, bytes, ranges, facts.conn_other, switching)
         {
             continue;
         }
+        // Only a Date that is written counts (one named in Connection is dropped above).
+        has_date |= name.eq_ignore_ascii_case(b"date");
         w.header(name, value);
     }
     let te = facts.transfer_encoding;
