@@ -121,7 +121,18 @@ both_drivers!(
             "at most max_idle (8) backend connections for 8 clients, got {} accepts",
             backend.accepted()
         );
-        // Once the clients are gone, only the pooled idle connections remain open.
+        // Once the clients are gone, only the pooled idle connections remain open. A client can
+        // read its last response before the gateway has put that backend connection back in the
+        // pool, so wait (bounded) until none is in use before reading the idle gauge.
+        let until = Instant::now() + Duration::from_secs(5);
+        while gw
+            .metric("ringway_upstream_pool_active{upstream=\"b\"}")
+            .unwrap_or(0.0)
+            > 0.0
+            && Instant::now() < until
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let idle = gw
             .metric("ringway_upstream_pool_idle{upstream=\"b\"}")
             .expect("pool gauge") as usize;
