@@ -3,47 +3,15 @@
 /// Length of an IMF-fixdate: `Sun, 06 Nov 1994 08:49:37 GMT`.
 pub const IMF_FIXDATE_LEN: usize = 29;
 
-const DAYS: [&[u8; 3]; 7] = [b"Thu", b"Fri", b"Sat", b"Sun", b"Mon", b"Tue", b"Wed"];
-const MONTHS: [&[u8; 3]; 12] = [
-    b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec",
-];
-
-/// Formats `unix_secs` (seconds since 1970-01-01 UTC) as an IMF-fixdate.
+/// Formats `unix_secs` (seconds since 1970-01-01 UTC) as an IMF-fixdate (`httpdate`, the
+/// formatter hyper uses; written into a stack array, no allocation).
 pub fn imf_fixdate(unix_secs: u64) -> [u8; IMF_FIXDATE_LEN] {
-    let days = unix_secs / 86_400;
-    let secs = unix_secs % 86_400;
-    let (year, month, day) = civil_from_days(days);
-    let mut out = *b"Thu, 01 Jan 1970 00:00:00 GMT";
-    out[..3].copy_from_slice(DAYS[(days % 7) as usize]);
-    put2(&mut out[5..7], day);
-    out[8..11].copy_from_slice(MONTHS[(month - 1) as usize]);
-    let y = year.min(9999);
-    put2(&mut out[12..14], y / 100);
-    put2(&mut out[14..16], y % 100);
-    put2(&mut out[17..19], secs / 3600);
-    put2(&mut out[20..22], secs / 60 % 60);
-    put2(&mut out[23..25], secs % 60);
+    use std::io::Write;
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix_secs);
+    let mut out = [0u8; IMF_FIXDATE_LEN];
+    // An IMF-fixdate is always 29 bytes, so the write fills the array exactly.
+    write!(&mut out[..], "{}", httpdate::HttpDate::from(t)).expect("29-byte IMF-fixdate");
     out
-}
-
-fn put2(out: &mut [u8], n: u64) {
-    out[0] = b'0' + (n / 10 % 10) as u8;
-    out[1] = b'0' + (n % 10) as u8;
-}
-
-/// (year, month 1-12, day 1-31) of a day count since 1970-01-01 (Howard Hinnant's
-/// `civil_from_days`, for non-negative days).
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    (year, month, day)
 }
 
 #[cfg(test)]
