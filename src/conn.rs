@@ -58,9 +58,9 @@ pub struct Client {
     pub notes: RequestNotes,
     /// A [`Client::read_more`] gave up after `client_idle` without a byte (a stalled body).
     pub read_timed_out: bool,
-    /// The current request is HTTP/1.0: a connection kept open must say `Connection: keep-alive`
-    /// in the gateway's own answers (RFC 9112 §9.3), or the client waits for a close.
-    pub http10: bool,
+    /// The current request's HTTP version: it decides the `Connection` field of the gateway's
+    /// own answers ([`ConnAfter::connection_value`]).
+    pub version: http::Version,
 }
 
 /// Facts about the current request that only the proxy / fan-out know, for the access log.
@@ -238,7 +238,7 @@ impl Client {
             out.put_slice(b": ");
             out.put_slice(value.as_bytes());
         }
-        put_connection(out, after, self.http10);
+        put_connection(out, after, self.version);
         put_date(out);
         out.put_slice(b"\r\n\r\n");
         let head = self.take_scratch();
@@ -253,13 +253,12 @@ impl Client {
     }
 }
 
-/// Appends the `Connection` field a gateway-made answer needs, if any: `close` when the
-/// connection ends, `keep-alive` when an HTTP/1.0 client's connection stays open.
-pub fn put_connection(out: &mut BytesMut, after: ConnAfter, http10: bool) {
-    match after {
-        ConnAfter::Close => out.put_slice(b"\r\nConnection: close"),
-        ConnAfter::KeepAlive if http10 => out.put_slice(b"\r\nConnection: keep-alive"),
-        ConnAfter::KeepAlive => {}
+/// Appends `CRLF Connection: <value>` when a gateway-made answer needs one
+/// ([`ConnAfter::connection_value`]).
+pub fn put_connection(out: &mut BytesMut, after: ConnAfter, client: http::Version) {
+    if let Some(value) = after.connection_value(client) {
+        out.put_slice(b"\r\nConnection: ");
+        out.put_slice(value);
     }
 }
 
@@ -360,7 +359,7 @@ pub async fn serve(shard: Rc<Shard>, stream: Stream, peer: Option<SocketAddr>) {
         scratch: BytesMut::new(),
         notes: RequestNotes::default(),
         read_timed_out: false,
-        http10: false,
+        version: http::Version::Http11,
     };
     let mut log_line: Vec<u8> = Vec::new();
     let mut scanner = HeadScanner::new();
@@ -385,7 +384,7 @@ pub async fn serve(shard: Rc<Shard>, stream: Stream, peer: Option<SocketAddr>) {
         scanner.reset();
         let started = Instant::now();
         client.notes = RequestNotes::default();
-        client.http10 = head.version() == http::Version::Http10;
+        client.version = head.version();
         if client.shard.access_log.is_some() {
             // Only when logging: the head moves into the proxy, so keep method and target.
             log_line.clear();

@@ -303,7 +303,7 @@ pub async fn serve(
         started.elapsed(),
         &partial,
         after,
-        client.http10,
+        client.version,
     );
     let head_bytes = client.take_scratch();
     let head_only = method == Method::Head;

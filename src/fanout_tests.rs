@@ -241,7 +241,7 @@ fn answer_head_lists_every_call_in_order() {
         ms(150),
         &["b", "c"],
         ConnAfter::Close,
-        false,
+        crate::http::Version::Http11,
     );
     // The Date field (the current time) comes last; checked for its shape, then compared
     // without it.

@@ -108,9 +108,12 @@ impl CannedResponse {
     pub fn new(cfg: &RespondConfig) -> CannedResponse {
         CannedResponse {
             status: cfg.status,
-            keep_alive: Rendered::new(cfg, None),
-            keep_alive_10: Rendered::new(cfg, Some(b"keep-alive")),
-            close: Rendered::new(cfg, Some(b"close")),
+            keep_alive: Rendered::new(cfg, ConnAfter::KeepAlive.connection_value(Version::Http11)),
+            keep_alive_10: Rendered::new(
+                cfg,
+                ConnAfter::KeepAlive.connection_value(Version::Http10),
+            ),
+            close: Rendered::new(cfg, ConnAfter::Close.connection_value(Version::Http11)),
         }
     }
 

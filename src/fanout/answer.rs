@@ -103,7 +103,7 @@ pub(super) fn write_head(
     elapsed: Duration,
     partial: &[&str],
     after: ConnAfter,
-    http10: bool,
+    client: crate::http::Version,
 ) {
     out.put_slice(b"HTTP/1.1 ");
     put_u64(out, u64::from(status));
@@ -146,7 +146,7 @@ pub(super) fn write_head(
             out.put_slice(name.as_bytes());
         }
     }
-    crate::conn::put_connection(out, after, http10);
+    crate::conn::put_connection(out, after, client);
     crate::conn::put_date(out);
     out.put_slice(b"\r\n\r\n");
 }

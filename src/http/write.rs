@@ -254,6 +254,20 @@ pub enum ConnAfter {
     Close,
 }
 
+impl ConnAfter {
+    /// The `Connection` value a final response to a `client` request needs: `close` when the
+    /// connection ends, `keep-alive` when an HTTP/1.0 client's connection stays open (RFC 9112
+    /// §9.3: it assumes a close otherwise), none for a kept HTTP/1.1 connection. The one rule for
+    /// every answer: proxied, fan-out, respond routes and the gateway's errors.
+    pub fn connection_value(self, client: Version) -> Option<&'static [u8]> {
+        match (self, client) {
+            (ConnAfter::Close, _) => Some(b"close"),
+            (ConnAfter::KeepAlive, Version::Http10) => Some(b"keep-alive"),
+            (ConnAfter::KeepAlive, Version::Http11) => None,
+        }
+    }
+}
+
 /// How the response body goes to the client after [`write_forward_response_head`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BodyMode {
@@ -358,16 +372,10 @@ pub fn write_forward_response_head(
     }
     if switching {
         w.header(b"connection", b"upgrade");
-    } else if !head.is_informational() {
-        match (client_conn, client_version) {
-            (ConnAfter::Close, _) => {
-                w.header(b"connection", b"close");
-            }
-            (ConnAfter::KeepAlive, Version::Http10) => {
-                w.header(b"connection", b"keep-alive");
-            }
-            (ConnAfter::KeepAlive, Version::Http11) => {}
-        }
+    } else if !head.is_informational()
+        && let Some(value) = client_conn.connection_value(client_version)
+    {
+        w.header(b"connection", value);
     }
     // RFC 9110 §6.6.1: a proxy forwarding a final response without a Date adds one.
     if let Some(d) = date
