@@ -39,6 +39,10 @@ pub const LINGER_MAX_BYTES: usize = 1024 * 1024;
 /// Initial size of a connection's read buffer; grows only when a head or body needs more.
 pub const READ_BUF_INITIAL: usize = 4096;
 
+/// Room for the heads one request writes (forwarded request head, response head): one
+/// allocation per request, taken when its bytes arrive, none held while the connection idles.
+const SCRATCH_INITIAL: usize = 1024;
+
 /// What happens to the client connection after a response (the codec's decision type).
 pub use crate::http::ConnAfter;
 
@@ -145,6 +149,11 @@ impl Client {
             .read_idle(BytesMut::new(), READ_BUF_INITIAL)
             .await;
         self.buf = buf;
+        if matches!(res, Ok(n) if n > 0) {
+            // One allocation for the heads this request writes: grown from empty, the scratch
+            // would be reallocated at every doubling while a head is written into it.
+            self.scratch = BytesMut::with_capacity(SCRATCH_INITIAL);
+        }
         res
     }
 
