@@ -42,8 +42,8 @@ pub fn spawn<F: Future<Output = ()> + 'static>(fut: F) {
     drop(tokio::task::spawn_local(fut));
 }
 
-pub async fn sleep(dur: Duration) {
-    tokio::time::sleep(dur).await
+pub async fn sleep_until(deadline: std::time::Instant) {
+    tokio::time::sleep_until(deadline.into()).await
 }
 
 /// A TCP or Unix stream registered with epoll.

@@ -29,6 +29,7 @@ use bytes::{Bytes, BytesMut};
 mod epoll;
 pub mod event;
 pub mod probe;
+mod timer;
 mod uring;
 
 pub use event::LocalEvent;
@@ -140,15 +141,22 @@ pub fn spawn<F: Future<Output = ()> + 'static>(fut: F) {
 
 /// Waits for `dur`.
 pub async fn sleep(dur: Duration) {
-    match current_driver() {
-        Driver::Uring => uring::sleep(dur).await,
-        Driver::Epoll => epoll::sleep(dur).await,
-    }
+    sleep_until(deadline_after(dur)).await
+}
+
+/// `dur` from now; a duration too long for `Instant` means about 30 years (never, in practice).
+fn deadline_after(dur: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(dur)
+        .unwrap_or_else(|| now + Duration::from_secs(30 * 365 * 86_400))
 }
 
 /// Waits until `deadline`.
 pub async fn sleep_until(deadline: Instant) {
-    sleep(deadline.saturating_duration_since(Instant::now())).await
+    match current_driver() {
+        Driver::Uring => uring::sleep_until(deadline).await,
+        Driver::Epoll => epoll::sleep_until(deadline).await,
+    }
 }
 
 /// The deadline passed before the operation finished.
@@ -172,15 +180,15 @@ impl std::error::Error for Elapsed {}
 /// On timeout `fut` is dropped. An I/O operation inside it is cancelled, but a read may already
 /// have consumed bytes: close the connection it ran on.
 pub fn timeout<F: Future>(dur: Duration, fut: F) -> Timeout<F, impl Future<Output = ()>> {
-    Timeout {
-        fut,
-        sleep: sleep(dur),
-    }
+    timeout_at(deadline_after(dur), fut)
 }
 
 /// Runs `fut` until `deadline` at the latest. See [`timeout`].
 pub fn timeout_at<F: Future>(deadline: Instant, fut: F) -> Timeout<F, impl Future<Output = ()>> {
-    timeout(deadline.saturating_duration_since(Instant::now()), fut)
+    Timeout {
+        fut,
+        sleep: sleep_until(deadline),
+    }
 }
 
 pin_project_lite::pin_project! {

@@ -6,7 +6,7 @@
 //! by the driver until the kernel's completion arrives, so a cancelled read can never write into
 //! freed memory.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -20,6 +20,8 @@ use compio::driver::op::{Recv, RecvFlags};
 use compio::driver::{ProactorBuilder, ToSharedFd};
 use compio::io::{AsyncRead, AsyncReadExt, AsyncReadManaged, AsyncWrite, AsyncWriteExt};
 use futures_util::StreamExt;
+
+use super::timer::{TimerKey, Wheel};
 
 /// The kernel's UIO_MAXIOV: most iovecs one `sendmsg` accepts.
 const MAX_IOVECS: usize = 1024;
@@ -152,9 +154,52 @@ impl Runtime {
         })))
     }
 
+    /// compio's own `block_on` loop, plus ringway's timer wheel: every wait is bounded by the
+    /// wheel's next deadline as well as compio's, and due timers fire after each wait.
     pub fn block_on<F: Future>(&self, fut: F) -> F::Output {
-        self.rt.block_on(fut)
+        let rt = &self.rt;
+        rt.enter(|| {
+            let waker = rt.waker();
+            let mut cx = std::task::Context::from_waker(&waker);
+            let mut fut = std::pin::pin!(fut);
+            let mut due = Vec::new();
+            // Bounded by the future: the shard's main future ends when it drains.
+            loop {
+                if let std::task::Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
+                    rt.run();
+                    return out;
+                }
+                let more_tasks = rt.run();
+                let wait = if more_tasks {
+                    Some(Duration::ZERO)
+                } else {
+                    let wheel = TIMERS.with_borrow(|w| w.timeout_from(std::time::Instant::now()));
+                    match (wheel, rt.current_timeout()) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    }
+                };
+                rt.poll_with(wait);
+                fire_due_timers(&mut due);
+            }
+        })
     }
+}
+
+thread_local! {
+    /// This shard's timers (see `timer.rs`); advanced only by [`Runtime::block_on`].
+    static TIMERS: RefCell<Wheel> = RefCell::new(Wheel::new(std::time::Instant::now()));
+}
+
+/// Fires the timers that are due, waking their tasks outside the wheel's borrow.
+fn fire_due_timers(due: &mut Vec<std::task::Waker>) {
+    let now = std::time::Instant::now();
+    TIMERS.with_borrow_mut(|w| {
+        if w.armed() > 0 {
+            w.advance(now, due);
+        }
+    });
+    due.drain(..).for_each(std::task::Waker::wake);
 }
 
 /// Registers the shard's provided-buffer ring (compio sets it up on first use; doing it here
@@ -190,8 +235,47 @@ pub fn spawn<F: Future<Output = ()> + 'static>(fut: F) {
     compio::runtime::spawn(fut).detach();
 }
 
-pub async fn sleep(dur: Duration) {
-    compio::time::sleep(dur).await
+pub fn sleep_until(deadline: std::time::Instant) -> Sleep {
+    Sleep {
+        deadline,
+        key: None,
+    }
+}
+
+/// A timer on the shard's wheel: armed at its first poll, cancelled when dropped.
+pub struct Sleep {
+    deadline: std::time::Instant,
+    key: Option<TimerKey>,
+}
+
+impl Future for Sleep {
+    type Output = ();
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        let this = &mut *self;
+        TIMERS.with_borrow_mut(|w| match this.key {
+            Some(key) => w.poll(key, cx.waker()),
+            None => match w.insert(this.deadline, cx.waker()) {
+                Some(key) => {
+                    this.key = Some(key);
+                    std::task::Poll::Pending
+                }
+                None => std::task::Poll::Ready(()),
+            },
+        })
+    }
+}
+
+impl Drop for Sleep {
+    fn drop(&mut self) {
+        if let Some(key) = self.key {
+            // At thread exit the wheel may already be gone; nothing is left to cancel then.
+            let _ = TIMERS.try_with(|w| w.borrow_mut().remove(key));
+        }
+    }
 }
 
 /// A TCP or Unix stream on the ring.
