@@ -25,18 +25,16 @@
 
 use std::future::Future;
 use std::pin::pin;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_util::StreamExt;
-use futures_util::future::{Either, select};
-use futures_util::stream::FuturesUnordered;
 
 use crate::config::FanoutConfig;
 use crate::conn::{Client, ConnAfter};
 use crate::gateway::Gateway;
 use crate::http::{self, BodyFraming, Limits, Method, RequestHead};
-use crate::io::{self, Stream};
+use crate::io;
 use crate::metrics::{CallOutcome, UpstreamOutcome};
 use crate::router::Route;
 use crate::upstream::UpstreamGroup;
@@ -242,7 +240,10 @@ pub async fn serve(
         reqs,
         limits,
         deadline,
-        client_gone(&client.stream, deadline),
+        // Pipelined requests waiting in the socket do not count as gone (`peer_closed` peeks). A
+        // client that half-closes (FIN) after its request counts as gone, as in nginx: HTTP/1.1
+        // gives a half-close no meaning, and clients that hang up send the same FIN.
+        || client.stream.peer_closed(),
     )
     .await;
     let (results, failed_required, gone) = match gathered {
@@ -323,39 +324,24 @@ fn note_outcome(client: &mut Client, outcome: impl FnOnce() -> String) {
     }
 }
 
-/// Resolves when the client has closed or reset its connection; checked every
-/// [`CLIENT_GONE_POLL`] until `deadline`, then never (the calls end by the deadline anyway).
+/// Runs every call of `plan` concurrently until all have ended, a required one failed, or the
+/// client is gone. `reqs[i]` is call `i`'s request head. `client_gone` is asked every
+/// [`CLIENT_GONE_POLL`] until `deadline` (then never: the calls end by the deadline anyway).
 ///
-/// Pipelined requests waiting in the socket do not count as gone ([`Stream::peer_closed`] peeks).
-/// A client that half-closes (FIN) after its request counts as gone, as in nginx: HTTP/1.1 gives a
-/// half-close no meaning, and clients that hang up send the same FIN.
-async fn client_gone(stream: &Stream, deadline: Instant) {
-    let ticks = deadline
-        .saturating_duration_since(Instant::now())
-        .as_millis()
-        / CLIENT_GONE_POLL.as_millis()
-        + 1;
-    for _ in 0..ticks {
-        io::sleep(CLIENT_GONE_POLL).await;
-        if stream.peer_closed() {
-            return;
-        }
-    }
-    std::future::pending::<()>().await
-}
-
-/// Runs every call of `plan` concurrently until all have ended, a required one failed, or `gone`
-/// resolved. `reqs[i]` is call `i`'s request head.
-///
-/// # Batching
-/// The calls are polled in one `FuturesUnordered` inside this one task, so the first poll runs
-/// every call up to its first I/O (an idle pooled connection is taken synchronously, then its
-/// write is queued; a new connection queues its connect) in the same loop turn. On the uring
+/// # One task, one timer
+/// The calls are polled in place, all of them on every wake-up of this task, so the first poll
+/// runs every call up to its first I/O (an idle pooled connection is taken synchronously, then
+/// its write is queued; a new connection queues its connect) in the same loop turn. On the uring
 /// driver those operations reach the kernel in one `io_uring_enter` when the task yields. Keep the
 /// calls in one task: spawning them would spread the submissions over several turns.
 ///
+/// The per-call timeouts, the route deadline and the client-gone checks share one timer, re-armed
+/// for whichever comes first: a fan-out arms one timer instead of one per call plus one for the
+/// client. Polling every call on each wake-up costs a few polls of pending operations, which is
+/// less than a waker per call (`FuturesUnordered`) for the handful of calls a route has.
+///
 /// # Cancellation
-/// Every unfinished call is dropped before this returns: its timer and I/O are cancelled, and its
+/// Every unfinished call is dropped before this returns: its I/O is cancelled and its
 /// `PooledConn` is closed (never pooled) because it was not released as clean.
 async fn gather(
     plan: &FanoutPlan,
@@ -363,55 +349,100 @@ async fn gather(
     reqs: Vec<Bytes>,
     limits: Limits,
     deadline: Instant,
-    gone: impl Future<Output = ()>,
+    mut client_gone: impl FnMut() -> bool,
 ) -> Gathered {
+    let started = Instant::now();
     let mut results: Results = plan.calls.iter().map(|_| None).collect();
-    let mut pending: FuturesUnordered<_> = plan
+    let call_deadlines: Vec<Instant> = plan
+        .calls
+        .iter()
+        .map(|c| deadline.min(started + c.timeout))
+        .collect();
+    let limits = &limits;
+    let mut calls: Vec<_> = plan
         .calls
         .iter()
         .zip(reqs)
-        .enumerate()
-        .map(|(i, (call, req))| {
-            let group = &upstreams[call.upstream];
-            async move {
-                let t0 = Instant::now();
-                let call_deadline = deadline.min(t0 + call.timeout);
-                let result = io::timeout_at(call_deadline, run_call(group, req, &limits))
-                    .await
-                    .unwrap_or(CallResult::Timeout);
-                (
-                    i,
-                    Finished {
-                        result,
-                        took: t0.elapsed(),
-                    },
-                )
-            }
-        })
+        .map(|(call, req)| Some(Box::pin(run_call(&upstreams[call.upstream], req, limits))))
         .collect();
-    let mut gone = pin!(gone);
-    // Bounded: each turn records one finished call (at most `calls.len()` turns) or returns.
-    loop {
-        match select(pending.next(), gone.as_mut()).await {
-            Either::Left((Some((i, done)), _)) => {
-                let failed = !done.result.is_ok();
-                results[i] = Some(done);
+    let mut pending = calls.len();
+    let mut next_check = started + CLIENT_GONE_POLL;
+    let wake_at = |calls: &[Option<_>], next_check: Instant| {
+        let first_call = calls
+            .iter()
+            .zip(&call_deadlines)
+            .filter(|(c, _)| c.is_some())
+            .map(|(_, d)| *d)
+            .min()
+            .unwrap_or(deadline);
+        if next_check < deadline {
+            first_call.min(next_check)
+        } else {
+            first_call
+        }
+    };
+    let mut timer = pin!(io::sleep_until(wake_at(&calls, next_check)));
+    std::future::poll_fn(|cx| {
+        // Bounded: each turn of the outer loop fires the timer, which either ends a call (at most
+        // `calls.len()` times) or moves `next_check` forward by CLIENT_GONE_POLL, which stops once
+        // it passes `deadline`, and every call is ended by then.
+        loop {
+            for (i, slot) in calls.iter_mut().enumerate() {
+                let Some(call) = slot else { continue };
+                let Poll::Ready(result) = call.as_mut().poll(cx) else {
+                    continue;
+                };
+                *slot = None;
+                pending -= 1;
+                let failed = !result.is_ok();
+                results[i] = Some(Finished {
+                    result,
+                    took: started.elapsed(),
+                });
                 if failed && plan.calls[i].required {
-                    return Gathered::Done {
-                        results,
+                    return Poll::Ready(Gathered::Done {
+                        results: std::mem::take(&mut results),
                         failed_required: Some(i),
-                    };
+                    });
                 }
             }
-            Either::Left((None, _)) => {
-                return Gathered::Done {
-                    results,
+            if pending == 0 {
+                return Poll::Ready(Gathered::Done {
+                    results: std::mem::take(&mut results),
                     failed_required: None,
-                };
+                });
             }
-            Either::Right(((), _)) => return Gathered::ClientGone(results),
+            if timer.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            let now = Instant::now();
+            for (i, slot) in calls.iter_mut().enumerate() {
+                if slot.is_none() || call_deadlines[i] > now {
+                    continue;
+                }
+                *slot = None;
+                pending -= 1;
+                results[i] = Some(Finished {
+                    result: CallResult::Timeout,
+                    took: started.elapsed(),
+                });
+                if plan.calls[i].required {
+                    return Poll::Ready(Gathered::Done {
+                        results: std::mem::take(&mut results),
+                        failed_required: Some(i),
+                    });
+                }
+            }
+            if next_check <= now && next_check < deadline {
+                if client_gone() {
+                    return Poll::Ready(Gathered::ClientGone(std::mem::take(&mut results)));
+                }
+                next_check += CLIENT_GONE_POLL;
+            }
+            timer.set(io::sleep_until(wake_at(&calls, next_check)));
         }
-    }
+    })
+    .await
 }
 #[cfg(test)]
 #[path = "fanout_tests.rs"]

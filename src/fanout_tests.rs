@@ -14,6 +14,7 @@ use super::answer::{is_json, json_string};
 use super::*;
 use crate::config::{CallConfig, FanoutConfig, PoolConfig, UpstreamConfig};
 use crate::http::{HeadScanner, Status};
+use crate::io::Stream;
 use crate::io::{Driver, Runtime};
 use crate::upstream::Endpoint;
 use crate::upstream::pool::Pool;
@@ -361,15 +362,8 @@ fn run_fanout(
         let mut stream = Stream::from_std_unix(ours).unwrap();
         let reqs = call_requests(plan, head, "127.0.0.1".parse().unwrap(), groups);
         let deadline = Instant::now() + plan.timeout;
-        let Gathered::Done { results, .. } = gather(
-            plan,
-            groups,
-            reqs,
-            Limits::default(),
-            deadline,
-            std::future::pending(),
-        )
-        .await
+        let Gathered::Done { results, .. } =
+            gather(plan, groups, reqs, Limits::default(), deadline, || false).await
         else {
             panic!("the client cannot be gone here");
         };
@@ -522,7 +516,7 @@ fn unreachable_optional_is_null_and_required_cancels(driver: Driver) {
         call_requests(&plan, &head, "127.0.0.1".parse().unwrap(), &groups),
         Limits::default(),
         Instant::now() + plan.timeout,
-        std::future::pending(),
+        || false,
     ));
     let Gathered::Done {
         results,
@@ -549,6 +543,7 @@ fn gone_client_cancels_every_call(driver: Driver) {
     let plan = plan_of(&[("a", 0, true)], &[]);
     let head = parse_head("GET /p HTTP/1.1\r\nHost: t\r\n\r\n");
     let rt = runtime(driver);
+    let t0 = Instant::now();
     let gathered = rt.block_on(async {
         gather(
             &plan,
@@ -556,10 +551,16 @@ fn gone_client_cancels_every_call(driver: Driver) {
             call_requests(&plan, &head, "127.0.0.1".parse().unwrap(), &groups),
             Limits::default(),
             Instant::now() + plan.timeout,
-            io::sleep(Duration::from_millis(100)),
+            // The client "hangs up" after 100 ms; gather must notice at its next check.
+            || t0.elapsed() >= Duration::from_millis(100),
         )
         .await
     });
+    let took = t0.elapsed();
+    assert!(
+        took >= Duration::from_millis(100) && took < Duration::from_millis(500),
+        "{driver}: noticed after {took:?}"
+    );
     assert!(matches!(gathered, Gathered::ClientGone(ref r) if r[0].is_none()));
     let pool = &groups[0].members()[0].pool;
     assert_eq!((pool.open_count(), pool.idle_count()), (0, 0), "{driver}");

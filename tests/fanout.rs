@@ -418,6 +418,39 @@ both_drivers!(timeouts_per_call_required_and_route, |driver: &str| {
     );
     assert_eq!(r.text(), r#"{"slow":null,"slowreq":null}"#);
     assert_eq!(r.header("ringway-partial"), Some("slow, slowreq"));
+    drop(gw);
+
+    // Two calls with different timeouts each end at their own: the fan-out's one timer is
+    // re-armed for the later call after the earlier one times out.
+    let gw = start(
+        driver,
+        &[("slow", slow.endpoint()), ("slowreq", slow_req.endpoint())],
+        &format!(
+            "[route.fanout]\ntimeout = \"2s\"\n{}{}",
+            call("slow", "timeout = \"100ms\""),
+            call("slowreq", "timeout = \"300ms\"")
+        ),
+    );
+    let mut client = Client::connect(gw.addr);
+    let t0 = Instant::now();
+    let r = client.get("/page");
+    let took = t0.elapsed();
+    assert_eq!(r.status, 200);
+    assert!(
+        took >= Duration::from_millis(290) && took < Duration::from_millis(550),
+        "{took:?}"
+    );
+    let timing = r.header("server-timing").unwrap_or_default();
+    let dur = |name: &str| -> u64 {
+        timing
+            .split(", ")
+            .find_map(|e| e.strip_prefix(&format!("{name};dur=")))
+            .and_then(|rest| rest.split(';').next())
+            .and_then(|ms| ms.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} entry in {timing}"))
+    };
+    assert!((90..250).contains(&dur("slow")), "{timing}");
+    assert!((290..550).contains(&dur("slowreq")), "{timing}");
 });
 
 both_drivers!(bodies_by_content_type, |driver: &str| {
