@@ -1086,3 +1086,70 @@ both_drivers!(http10_keepalive_is_announced, |driver: &str| {
     assert_eq!(r.header("connection"), Some("close"));
     assert!(client.is_closed(Duration::from_secs(2)));
 });
+
+// A pooled call connection that, idle, received a whole unsolicited response (or a FIN) must
+// not carry the next call: its answer would be the stray one. On io_uring the check rides with
+// the call's write; the call is then resent on a fresh connection.
+both_drivers!(stale_pooled_call_connection_is_not_used, |driver: &str| {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let done = Arc::new(AtomicUsize::new(0));
+    let signal = done.clone();
+    // Connection 0 answers once, then sends a stray response while idle; connection 1 answers
+    // once, then closes while idle; later ones answer every request.
+    let backend = common::scripted::Scripted::start(move |mut s, n| {
+        let mut buf = Vec::new();
+        while let Some(head) = common::scripted::read_head(&mut s, &mut buf) {
+            common::scripted::read_body(&mut s, &mut buf, common::scripted::content_length(&head));
+            common::scripted::respond(&mut s, format!("conn{n}").as_bytes(), "");
+            if n < 2 {
+                std::thread::sleep(Duration::from_millis(50));
+                if n == 0 {
+                    common::scripted::respond(&mut s, b"stray", "");
+                }
+                signal.fetch_add(1, Ordering::SeqCst);
+                // Holds connection 0 open with its stray bytes unread; closes connection 1.
+                if n == 0 {
+                    let _ = common::scripted::read_head(&mut s, &mut buf);
+                }
+                return;
+            }
+        }
+    });
+    let wait_for = |want: usize| {
+        // Bounded: at most 5 s for the backend's misdeed, then a little for the socket to hold it.
+        let until = Instant::now() + Duration::from_secs(5);
+        while done.load(Ordering::SeqCst) < want && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(
+            done.load(Ordering::SeqCst) >= want,
+            "backend misdeed {want}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let gw = start(
+        driver,
+        &[("s", backend.addr.to_string())],
+        &format!("[route.fanout]\ntimeout = \"2s\"\n{}", call("s", "")),
+    );
+    let mut c = Client::connect(gw.addr);
+    let r = c.get("/page");
+    assert_eq!((r.status, r.text().as_str()), (200, r#"{"s":"conn0"}"#));
+    wait_for(1);
+    let r = c.get("/page");
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (200, r#"{"s":"conn1"}"#),
+        "{driver}: the connection holding a stray response was not used"
+    );
+    wait_for(2);
+    let r = c.get("/page");
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (200, r#"{"s":"conn2"}"#),
+        "{driver}: the connection the backend closed was not used"
+    );
+    assert_eq!(r.header("ringway-partial"), None);
+    assert_eq!(backend.accepted(), 3);
+});
