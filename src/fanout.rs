@@ -384,8 +384,8 @@ async fn gather(
     let mut timer = pin!(io::sleep_until(wake_at(&calls, next_check)));
     std::future::poll_fn(|cx| {
         // Bounded: each turn of the outer loop fires the timer, which either ends a call (at most
-        // `calls.len()` times) or moves `next_check` forward by CLIENT_GONE_POLL, which stops once
-        // it passes `deadline`, and every call is ended by then.
+        // `calls.len()` times) or moves `next_check` at least CLIENT_GONE_POLL forward, which
+        // stops once it passes `deadline`, and every call is ended by then.
         loop {
             for (i, slot) in calls.iter_mut().enumerate() {
                 let Some(call) = slot else { continue };
@@ -437,7 +437,9 @@ async fn gather(
                 if client_gone() {
                     return Poll::Ready(Gathered::ClientGone(std::mem::take(&mut results)));
                 }
-                next_check += CLIENT_GONE_POLL;
+                // From now, not from the missed tick: a late wake-up costs one check, not one per
+                // tick it missed.
+                next_check = now + CLIENT_GONE_POLL;
             }
             timer.set(io::sleep_until(wake_at(&calls, next_check)));
         }

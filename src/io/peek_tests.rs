@@ -117,3 +117,35 @@ fn tcp_reset_on_an_empty_connection() {
         });
     }
 }
+
+/// A panic in the runtime's main future is passed on, and the tasks it leaves behind are dropped
+/// with their sockets (closed, so their peers see EOF) rather than leaked open.
+#[test]
+fn a_panic_closes_the_sockets_of_every_task() {
+    use std::io::Read;
+    for driver in DRIVERS {
+        let (ours, mut peer) = StdUnixStream::pair().expect("socketpair");
+        // The runtime is dropped by the unwind, as a shard's is when its thread panics.
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let rt = Runtime::new(driver, &UringOptions::default()).expect("runtime");
+            rt.block_on(async move {
+                let mut s = Stream::from_std_unix(ours).expect("stream");
+                super::spawn(async move {
+                    // Waits for bytes that never come; holds the socket until dropped.
+                    let _ = s.read(BytesMut::with_capacity(16)).await;
+                    std::future::pending::<()>().await;
+                });
+                super::sleep(Duration::from_millis(20)).await;
+                panic!("boom");
+            })
+        }));
+        assert!(caught.is_err(), "{driver}: the panic is passed on");
+        peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 1];
+        assert_eq!(
+            peer.read(&mut buf).expect("EOF, not a timeout"),
+            0,
+            "{driver}: the task's socket was closed"
+        );
+    }
+}

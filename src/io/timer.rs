@@ -21,7 +21,8 @@ use std::time::{Duration, Instant};
 const LEVELS: usize = 6;
 const SLOT_BITS: u32 = 6;
 const SLOTS: usize = 1 << SLOT_BITS;
-/// Longest timer, in ticks: one turn of the top level (about 2.2 years); longer ones are clamped.
+/// Farthest a timer is filed ahead of the wheel, in ticks: one turn of the top level (about 2.2
+/// years). A longer timer is filed that far and filed again from there.
 const MAX_TICKS: u64 = (1 << (SLOT_BITS * LEVELS as u32)) - 1;
 /// End of a slot list / the free list.
 const NIL: u32 = u32::MAX;
@@ -43,6 +44,9 @@ enum State {
 #[derive(Debug)]
 struct Entry {
     /// Deadline tick (ms since the wheel's epoch, rounded up).
+    due: u64,
+    /// Tick the entry is filed under: `due`, or at most one turn of the top level ahead of the
+    /// wheel for a longer timer, which is filed again when that comes round.
     when: u64,
     state: State,
     generation: u32,
@@ -123,13 +127,15 @@ impl Wheel {
         if when <= self.elapsed {
             return None;
         }
-        let when = when.min(self.elapsed + MAX_TICKS);
+        let due = when;
+        let when = due.min(self.elapsed + MAX_TICKS);
         let idx = if self.free != NIL {
             let idx = self.free;
             self.free = self.entries[idx as usize].next;
             idx
         } else {
             self.entries.push(Entry {
+                due: 0,
                 when: 0,
                 state: State::Free,
                 generation: 0,
@@ -140,6 +146,7 @@ impl Wheel {
             (self.entries.len() - 1) as u32
         };
         let e = &mut self.entries[idx as usize];
+        e.due = due;
         e.when = when;
         e.waker = Some(waker.clone());
         let generation = e.generation;
@@ -243,8 +250,11 @@ impl Wheel {
             }
             let shift = SLOT_BITS * level as u32;
             let now_slot = ((self.elapsed >> shift) as usize) & (SLOTS - 1);
-            let slot = (lv.occupied.rotate_right(now_slot as u32).trailing_zeros() as usize
-                + now_slot)
+            // Search from the slot after the current one, so the current one comes last: below the
+            // top level it is always empty, and at the top level it holds only the next turn's
+            // timers, which must not hide this turn's later slots.
+            let from = (now_slot + 1) & (SLOTS - 1);
+            let slot = (lv.occupied.rotate_right(from as u32).trailing_zeros() as usize + from)
                 & (SLOTS - 1);
             let level_span = 1u64 << (shift + SLOT_BITS);
             let mut start = (self.elapsed & !(level_span - 1)) + ((slot as u64) << shift);
@@ -287,7 +297,7 @@ impl Wheel {
             while idx != NIL {
                 let e = &mut self.entries[idx as usize];
                 let next = e.next;
-                if e.when <= now_tick {
+                if e.due <= now_tick {
                     e.state = State::Fired;
                     if let Some(w) = e.waker.take() {
                         wake.push(w);
@@ -295,6 +305,7 @@ impl Wheel {
                     self.armed -= 1;
                     fired += 1;
                 } else {
+                    e.when = e.due.min(self.elapsed + MAX_TICKS);
                     self.link(idx);
                 }
                 idx = next;

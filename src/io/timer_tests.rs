@@ -140,19 +140,43 @@ fn long_timers_cascade_down_and_fire_on_time() {
 }
 
 #[test]
-fn a_timer_years_away_is_clamped_not_lost() {
+fn a_timer_years_away_fires_at_its_deadline_not_one_wheel_turn_early() {
     let t0 = Instant::now();
     let mut w = Wheel::new(t0);
     let (_c, waker) = counting();
-    let key = w
-        .insert(t0 + Duration::from_secs(10 * 365 * 86_400), &waker)
-        .unwrap();
+    let year = Duration::from_secs(365 * 86_400);
+    let key = w.insert(t0 + 10 * year, &waker).unwrap();
     assert!(w.next_deadline().is_some());
     assert_eq!(advance(&mut w, t0 + Duration::from_secs(86_400)), 0);
+    // Past one turn of the top level (about 2.2 years): filed again, not fired.
+    assert_eq!(advance(&mut w, t0 + 3 * year), 0);
     assert_eq!(w.poll(key, &waker), Poll::Pending);
+    assert_eq!(advance(&mut w, t0 + 10 * year - ms(1)), 0);
+    assert_eq!(advance(&mut w, t0 + 10 * year), 1);
+    assert_eq!(w.poll(key, &waker), Poll::Ready(()));
     w.remove(key);
     assert_eq!(w.armed(), 0);
     assert_eq!(w.next_deadline(), None);
+}
+
+/// A timer filed in the next turn of the top level's current slot must not hide a short timer
+/// filed in a later slot of this turn (the wheel is just before a 2^30 ms boundary).
+#[test]
+fn a_next_turn_timer_does_not_hide_a_short_one() {
+    let t0 = Instant::now();
+    let mut w = Wheel::new(t0);
+    let (_c, waker) = counting();
+    let near_boundary = (1u64 << 30) - 1000;
+    advance(&mut w, t0 + ms(near_boundary));
+    let far = w
+        .insert(t0 + Duration::from_secs(10 * 365 * 86_400), &waker)
+        .unwrap();
+    let short = w.insert(t0 + ms(near_boundary + 2000), &waker).unwrap();
+    assert_eq!(w.next_deadline(), Some(t0 + ms(1 << 30)));
+    assert_eq!(advance(&mut w, t0 + ms(near_boundary + 1999)), 0);
+    assert_eq!(advance(&mut w, t0 + ms(near_boundary + 2000)), 1);
+    assert_eq!(w.poll(short, &waker), Poll::Ready(()));
+    assert_eq!(w.poll(far, &waker), Poll::Pending);
 }
 
 /// Random arms, cancels and advances against a plain list: every timer fires exactly once, at the

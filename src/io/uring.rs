@@ -97,7 +97,8 @@ impl Default for UringOptions {
 
 /// One shard's compio runtime.
 pub struct Runtime {
-    rt: compio::runtime::Runtime,
+    /// Taken out and dropped if the shard's future panics (see [`Runtime::block_on`]).
+    rt: RefCell<Option<compio::runtime::Runtime>>,
 }
 
 impl Runtime {
@@ -143,7 +144,9 @@ impl Runtime {
                     tracing::debug!(coop, single, defer, "io_uring ring set up");
                     BUFFER_RING.set(opts.buffer_ring && register_buffer_ring(&rt));
                     POOL_PEEK.set(opts.pool_peek);
-                    return Ok(Runtime { rt });
+                    return Ok(Runtime {
+                        rt: RefCell::new(Some(rt)),
+                    });
                 }
                 Err(e) if e.raw_os_error() == Some(libc::EINVAL) => last_err = Some(e),
                 Err(e) => return Err(uring_error(e)),
@@ -156,34 +159,56 @@ impl Runtime {
 
     /// compio's own `block_on` loop, plus ringway's timer wheel: every wait is bounded by the
     /// wheel's next deadline as well as compio's, and due timers fire after each wait.
+    ///
+    /// # Panics
+    /// A panic in `fut` or a task is passed on, after the runtime (and with it every task and
+    /// its sockets) is dropped outside the unwind: compio drops no task future while the thread
+    /// is panicking, so connections would otherwise be leaked open.
     pub fn block_on<F: Future>(&self, fut: F) -> F::Output {
-        let rt = &self.rt;
-        rt.enter(|| {
-            let waker = rt.waker();
-            let mut cx = std::task::Context::from_waker(&waker);
-            let mut fut = std::pin::pin!(fut);
-            let mut due = Vec::new();
-            // Bounded by the future: the shard's main future ends when it drains.
-            loop {
-                if let std::task::Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
-                    rt.run();
-                    return out;
-                }
-                let more_tasks = rt.run();
-                let wait = if more_tasks {
-                    Some(Duration::ZERO)
-                } else {
-                    let wheel = TIMERS.with_borrow(|w| w.timeout_from(std::time::Instant::now()));
-                    match (wheel, rt.current_timeout()) {
-                        (Some(a), Some(b)) => Some(a.min(b)),
-                        (a, b) => a.or(b),
-                    }
-                };
-                rt.poll_with(wait);
-                fire_due_timers(&mut due);
+        let out = {
+            let guard = self.rt.borrow();
+            let rt = guard
+                .as_ref()
+                .expect("the runtime is only taken after a panic");
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_loop(rt, fut)))
+        };
+        match out {
+            Ok(out) => out,
+            Err(panic) => {
+                drop(self.rt.borrow_mut().take());
+                std::panic::resume_unwind(panic)
             }
-        })
+        }
     }
+}
+
+/// compio's `block_on` loop with the timer wheel added (see [`Runtime::block_on`]).
+fn run_loop<F: Future>(rt: &compio::runtime::Runtime, fut: F) -> F::Output {
+    rt.enter(|| {
+        let waker = rt.waker();
+        let mut cx = std::task::Context::from_waker(&waker);
+        let mut fut = std::pin::pin!(fut);
+        let mut due = Vec::new();
+        // Bounded by the future: the shard's main future ends when it drains.
+        loop {
+            if let std::task::Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
+                rt.run();
+                return out;
+            }
+            let more_tasks = rt.run();
+            let wait = if more_tasks {
+                Some(Duration::ZERO)
+            } else {
+                let wheel = TIMERS.with_borrow(|w| w.timeout_from(std::time::Instant::now()));
+                match (wheel, rt.current_timeout()) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                }
+            };
+            rt.poll_with(wait);
+            fire_due_timers(&mut due);
+        }
+    })
 }
 
 thread_local! {
