@@ -101,14 +101,15 @@ fn action(upstreams: usize) -> impl Strategy<Value = RouteAction> {
             upstream: format!("u{u}")
         }),
         (
-            prop_oneof![200u16..=599, Just(204u16), Just(304u16)],
+            prop_oneof![200u16..=599, Just(204u16), Just(205u16), Just(304u16)],
             "[ -~\n\t\u{e9}\u{1F600}]{0,20}",
             "[!-~]([ -~]{0,15}[!-~])?",
         )
             .prop_map(
                 |(status, body, content_type)| RouteAction::Respond(RespondConfig {
                     status,
-                    body: if matches!(status, 204 | 304) {
+                    // The statuses that never carry a body (validation refuses one).
+                    body: if matches!(status, 204 | 205 | 304) {
                         String::new()
                     } else {
                         body
