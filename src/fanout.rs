@@ -353,11 +353,7 @@ async fn gather(
 ) -> Gathered {
     let started = Instant::now();
     let mut results: Results = plan.calls.iter().map(|_| None).collect();
-    let call_deadlines: Vec<Instant> = plan
-        .calls
-        .iter()
-        .map(|c| deadline.min(started + c.timeout))
-        .collect();
+    let call_deadline = |i: usize| deadline.min(started + plan.calls[i].timeout);
     let limits = &limits;
     let mut calls: Vec<_> = plan
         .calls
@@ -368,11 +364,9 @@ async fn gather(
     let mut pending = calls.len();
     let mut next_check = started + CLIENT_GONE_POLL;
     let wake_at = |calls: &[Option<_>], next_check: Instant| {
-        let first_call = calls
-            .iter()
-            .zip(&call_deadlines)
-            .filter(|(c, _)| c.is_some())
-            .map(|(_, d)| *d)
+        let first_call = (0..calls.len())
+            .filter(|&i| calls[i].is_some())
+            .map(call_deadline)
             .min()
             .unwrap_or(deadline);
         if next_check < deadline {
@@ -417,7 +411,7 @@ async fn gather(
             }
             let now = Instant::now();
             for (i, slot) in calls.iter_mut().enumerate() {
-                if slot.is_none() || call_deadlines[i] > now {
+                if slot.is_none() || call_deadline(i) > now {
                     continue;
                 }
                 *slot = None;

@@ -273,12 +273,6 @@ impl Wheel {
             .map(|(_, _, start)| self.epoch + Duration::from_millis(start))
     }
 
-    /// How long a wait may last from `now` before a timer is due; `None` with no timer armed.
-    pub fn timeout_from(&self, now: Instant) -> Option<Duration> {
-        self.next_deadline()
-            .map(|d| d.saturating_duration_since(now))
-    }
-
     /// Fires every timer due at `now`, pushing their wakers onto `wake` (woken by the caller,
     /// outside any borrow of the wheel). Returns how many fired.
     pub fn advance(&mut self, now: Instant, wake: &mut Vec<Waker>) -> usize {

@@ -199,7 +199,10 @@ fn run_loop<F: Future>(rt: &compio::runtime::Runtime, fut: F) -> F::Output {
             let wait = if more_tasks {
                 Some(Duration::ZERO)
             } else {
-                let wheel = TIMERS.with_borrow(|w| w.timeout_from(std::time::Instant::now()));
+                // The clock is read only when a timer is armed.
+                let wheel = TIMERS
+                    .with_borrow(Wheel::next_deadline)
+                    .map(|d| d.saturating_duration_since(std::time::Instant::now()));
                 match (wheel, rt.current_timeout()) {
                     (Some(a), Some(b)) => Some(a.min(b)),
                     (a, b) => a.or(b),
@@ -218,10 +221,9 @@ thread_local! {
 
 /// Fires the timers that are due, waking their tasks outside the wheel's borrow.
 fn fire_due_timers(due: &mut Vec<std::task::Waker>) {
-    let now = std::time::Instant::now();
     TIMERS.with_borrow_mut(|w| {
         if w.armed() > 0 {
-            w.advance(now, due);
+            w.advance(std::time::Instant::now(), due);
         }
     });
     due.drain(..).for_each(std::task::Waker::wake);
