@@ -98,6 +98,17 @@ fn key_positions(r: &Response, keys: &[&str]) -> Vec<usize> {
         .collect()
 }
 
+/// The whole milliseconds of call `name` in the answer's `Server-Timing` header.
+fn timing_ms(r: &Response, name: &str) -> u64 {
+    let timing = r.header("server-timing").unwrap_or_default();
+    timing
+        .split(", ")
+        .find_map(|e| e.strip_prefix(&format!("{name};dur=")))
+        .and_then(|rest| rest.split(';').next())
+        .and_then(|ms| ms.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} entry in {timing}"))
+}
+
 fn fanout_metric(gw: &Gateway, call: &str, outcome: &str) -> f64 {
     gw.metric(&format!(
         "ringway_fanout_calls_total{{route=\"/page\",call=\"{call}\",outcome=\"{outcome}\"}}"
@@ -354,12 +365,7 @@ both_drivers!(timeouts_per_call_required_and_route, |driver: &str| {
     assert!(json(&r)["slow"].is_null());
     assert_eq!(r.header("ringway-partial"), Some("slow"));
     let timing = r.header("server-timing").unwrap_or_default();
-    let slow_ms: u64 = timing
-        .split(", ")
-        .find_map(|e| e.strip_prefix("slow;dur="))
-        .and_then(|rest| rest.split(';').next())
-        .and_then(|ms| ms.parse().ok())
-        .unwrap_or_else(|| panic!("no slow entry in {timing}"));
+    let slow_ms = timing_ms(&r, "slow");
     assert!(
         (90..450).contains(&slow_ms),
         "slow ran about its 100 ms timeout: {timing}"
@@ -441,16 +447,8 @@ both_drivers!(timeouts_per_call_required_and_route, |driver: &str| {
         "{took:?}"
     );
     let timing = r.header("server-timing").unwrap_or_default();
-    let dur = |name: &str| -> u64 {
-        timing
-            .split(", ")
-            .find_map(|e| e.strip_prefix(&format!("{name};dur=")))
-            .and_then(|rest| rest.split(';').next())
-            .and_then(|ms| ms.parse().ok())
-            .unwrap_or_else(|| panic!("no {name} entry in {timing}"))
-    };
-    assert!((90..250).contains(&dur("slow")), "{timing}");
-    assert!((290..550).contains(&dur("slowreq")), "{timing}");
+    assert!((90..250).contains(&timing_ms(&r, "slow")), "{timing}");
+    assert!((290..550).contains(&timing_ms(&r, "slowreq")), "{timing}");
 });
 
 both_drivers!(bodies_by_content_type, |driver: &str| {
@@ -1116,18 +1114,6 @@ both_drivers!(stale_pooled_call_connection_is_not_used, |driver: &str| {
             }
         }
     });
-    let wait_for = |want: usize| {
-        // Bounded: at most 5 s for the backend's misdeed, then a little for the socket to hold it.
-        let until = Instant::now() + Duration::from_secs(5);
-        while done.load(Ordering::SeqCst) < want && Instant::now() < until {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        assert!(
-            done.load(Ordering::SeqCst) >= want,
-            "backend misdeed {want}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
     let gw = start(
         driver,
         &[("s", backend.addr.to_string())],
@@ -1136,14 +1122,14 @@ both_drivers!(stale_pooled_call_connection_is_not_used, |driver: &str| {
     let mut c = Client::connect(gw.addr);
     let r = c.get("/page");
     assert_eq!((r.status, r.text().as_str()), (200, r#"{"s":"conn0"}"#));
-    wait_for(1);
+    common::scripted::wait_for_misdeeds(&done, 1);
     let r = c.get("/page");
     assert_eq!(
         (r.status, r.text().as_str()),
         (200, r#"{"s":"conn1"}"#),
         "{driver}: the connection holding a stray response was not used"
     );
-    wait_for(2);
+    common::scripted::wait_for_misdeeds(&done, 2);
     let r = c.get("/page");
     assert_eq!(
         (r.status, r.text().as_str()),

@@ -318,19 +318,6 @@ both_drivers!(
         let done = Arc::new(AtomicUsize::new(0));
         let signal = done.clone();
         let backend = Scripted::start(move |s, n| late_bytes_or_reset_when_idle(s, n, &signal));
-        // Bounded: waits at most 5 s for the backend's `want`-th misdeed, then a little more for
-        // the gateway's socket to hold it.
-        let wait_for = |want: usize| {
-            let until = Instant::now() + Duration::from_secs(5);
-            while done.load(Ordering::SeqCst) < want && Instant::now() < until {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            assert!(
-                done.load(Ordering::SeqCst) >= want,
-                "backend misdeed {want}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        };
         // A long idle_timeout: the sweeper first runs a second after the first check-in, so the
         // check before reuse is what must catch both cases below.
         let gw = start(
@@ -343,14 +330,14 @@ both_drivers!(
         let mut c = Client::connect(gw.addr);
         assert_eq!(c.get("/1").text(), "conn0");
         assert_eq!(c.get("/2").text(), "conn0", "a quiet connection is reused");
-        wait_for(1);
+        scripted::wait_for_misdeeds(&done, 1);
         // conn0 holds a complete unsolicited response: reusing it would answer "stray".
         assert_eq!(
             c.get("/3").text(),
             "conn1",
             "a pooled connection holding unsolicited bytes is evicted"
         );
-        wait_for(2);
+        scripted::wait_for_misdeeds(&done, 2);
         // conn1 was reset. A body still streaming is never resent, so reusing conn1 would fail
         // the request instead of retrying it: a 200 proves it was not reused.
         c.send(b"POST /4 HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n\r\nhi");

@@ -10,7 +10,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Handler for one accepted connection: the stream and its 0-based accept index.
 pub type Handler = Arc<dyn Fn(TcpStream, usize) + Send + Sync + 'static>;
@@ -207,4 +207,20 @@ pub fn ws_read(s: &mut impl Read) -> Option<Vec<u8>> {
         }
     }
     Some(payload)
+}
+
+/// Waits until a handler has counted `want` misdeeds in `done` (bytes written or a close, done
+/// while the gateway holds the connection idle), at most 5 s, then a little more for the
+/// gateway's socket to hold them. Tests wait on the event instead of guessing with sleeps.
+pub fn wait_for_misdeeds(done: &AtomicUsize, want: usize) {
+    let until = Instant::now() + Duration::from_secs(5);
+    // Bounded by `until`.
+    while done.load(Ordering::SeqCst) < want && Instant::now() < until {
+        thread::sleep(Duration::from_millis(5));
+    }
+    assert!(
+        done.load(Ordering::SeqCst) >= want,
+        "backend misdeed {want}"
+    );
+    thread::sleep(Duration::from_millis(50));
 }
