@@ -305,6 +305,15 @@ impl Drop for Sleep {
     }
 }
 
+/// A blocking-mode, close-on-exec stream socket, as compio's own socket op makes it: the ring
+/// does the waiting, so the fd needs no O_NONBLOCK.
+fn new_socket(
+    domain: socket2::Domain,
+    protocol: Option<socket2::Protocol>,
+) -> io::Result<socket2::Socket> {
+    socket2::Socket::new(domain, socket2::Type::STREAM, protocol)
+}
+
 /// A TCP or Unix stream on the ring.
 pub enum Stream {
     Tcp(compio::net::TcpStream),
@@ -312,16 +321,29 @@ pub enum Stream {
 }
 
 impl Stream {
+    /// Connects over the ring (IORING_OP_CONNECT, 5.5) a socket made by a plain `socket(2)`.
+    ///
+    /// Not compio's `TcpStream::connect`: that creates the socket with IORING_OP_SOCKET (5.19),
+    /// and on older kernels its blocking fallback stores the new fd twice (once in the op's
+    /// `call`, again in `set_result`), so the first owner closes it and every connect fails with
+    /// EBADF. Seen on Debian bullseye's 5.10.262 (issue 15). One syscall per new backend
+    /// connection costs nothing next to the handshake.
     pub async fn connect_tcp(addr: SocketAddr) -> io::Result<Stream> {
-        let s = compio::net::TcpStream::connect(addr).await?;
+        let sock = new_socket(socket2::Domain::for_address(addr), Some(socket2::Protocol::TCP))?;
+        let sock = compio::net::TcpSocket::from_std_stream(std::net::TcpStream::from(sock))?;
+        let s = sock.connect(addr).await?;
         s.set_nodelay(true)?;
         Ok(Stream::Tcp(s))
     }
 
+    /// Connects a Unix stream socket over the ring; see [`Stream::connect_tcp`] for why the
+    /// socket itself comes from `socket(2)`.
     pub async fn connect_unix(path: &Path) -> io::Result<Stream> {
-        compio::net::UnixStream::connect(path)
-            .await
-            .map(Stream::Unix)
+        use std::os::fd::{FromRawFd, IntoRawFd};
+        let sock = new_socket(socket2::Domain::UNIX, None)?;
+        // SAFETY: `into_raw_fd` hands over sole ownership of a freshly created, open socket fd.
+        let sock = unsafe { compio::net::UnixSocket::from_raw_fd(sock.into_raw_fd()) };
+        sock.connect(path).await.map(Stream::Unix)
     }
 
     pub fn from_std_unix(s: std::os::unix::net::UnixStream) -> io::Result<Stream> {
