@@ -576,7 +576,6 @@ impl Controller {
 }
 
 /// The body of one shard thread.
-#[allow(clippy::too_many_arguments)]
 /// Builds shard `id`'s event loop and, on uring, runs the start-up self-test through it.
 fn boot(id: usize, driver: Driver, uring_opts: &UringOptions) -> Result<Runtime, StartError> {
     let rt = Runtime::new(driver, uring_opts).map_err(|e| match driver {
@@ -590,6 +589,7 @@ fn boot(id: usize, driver: Driver, uring_opts: &UringOptions) -> Result<Runtime,
     Ok(rt)
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run_shard(
     id: usize,
     multishot_accept: bool,
