@@ -37,18 +37,32 @@ fn serving_driver(log: &str) -> &str {
 
 /// Runs `ringway run` to its exit (it must fail to start) and returns its stderr.
 fn run_to_failure(cfg: &str, adjust: impl FnOnce(&mut Command)) -> String {
-    let dir = std::env::temp_dir().join(format!(
-        "ringway-selftest-{}-{}",
-        std::process::id(),
-        cfg.len()
-    ));
+    // One file per call: tests run in parallel, and a config read while another test rewrites
+    // it would be half a file.
+    static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("ringway-selftest-{}-{n}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("ringway.toml");
     std::fs::write(&path, cfg).unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringway"));
     cmd.arg("run").arg("--config").arg(&path);
     adjust(&mut cmd);
-    let out = cmd.output().unwrap();
+    // Bounded: a gateway that started after all would serve forever.
+    let mut child = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("ringway did not exit within 30 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(
         !out.status.success(),

@@ -93,6 +93,25 @@ pub async fn run(multishot: bool) -> Result<(), SelfTestFailure> {
     Ok(())
 }
 
+/// Builds a uring runtime with every feature `features` offers (as shards do with the default
+/// config) and runs the self-test on it: `ringway probe`'s final answer.
+///
+/// # Errors
+/// The ring could not be set up, or the step that failed; as text for the report.
+pub fn run_on_new_ring(features: &super::probe::UringFeatures) -> Result<(), String> {
+    let opts = super::UringOptions {
+        coop_taskrun: features.coop_taskrun && features.taskrun_flag,
+        single_issuer: features.single_issuer,
+        defer_taskrun: features.defer_taskrun,
+        multishot_accept: features.multishot_accept,
+        buffer_ring: features.buffer_ring,
+        ..super::UringOptions::default()
+    };
+    let rt = super::Runtime::new(super::Driver::Uring, &opts).map_err(|e| e.to_string())?;
+    rt.block_on(run(opts.multishot_accept))
+        .map_err(|f| f.to_string())
+}
+
 /// A listener on 127.0.0.1, a connection to it and its accepted end.
 async fn tcp_pair(multishot: bool) -> Result<(Stream, Stream), SelfTestFailure> {
     let listener = step("tcp listen", async {
