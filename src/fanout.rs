@@ -49,9 +49,6 @@ const MAX_CALL_BODY: u64 = 8 * 1024 * 1024;
 /// Initial (and refill) size of a call's read buffer.
 const CALL_READ_BUF: usize = 16 * 1024;
 
-/// Most 1xx heads accepted before a call's final response (a backend looping on 1xx is broken).
-const MAX_INTERIM_HEADS: usize = 8;
-
 /// Most buffers handed to one vectored write: the kernel refuses more than UIO_MAXIOV (1024)
 /// iovecs in one `writev`/`sendmsg`, and a chunked backend body can be many small pieces.
 const MAX_IOVECS: usize = 512;

@@ -567,6 +567,36 @@ fn gone_client_cancels_every_call(driver: Driver) {
     drop(l);
 }
 
+/// `n` interim heads (`103 Early Hints`) and then `last`.
+fn after_interim(n: usize, last: Vec<u8>) -> Vec<u8> {
+    let mut r = b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n".repeat(n);
+    r.extend_from_slice(&last);
+    r
+}
+
+/// The limit on interim heads before a call's final response is the proxy's (16): a call with
+/// 12 of them is answered; one with 17 is a bad response.
+fn interim_heads_are_limited_like_the_proxy(driver: Driver) {
+    let rt = runtime(driver);
+    let ok = content_length_response("application/json", b"{\"n\":1}");
+    let groups = vec![
+        group("a", backend(after_interim(12, ok.clone()), 1)),
+        group("b", backend(after_interim(17, ok), 1)),
+    ];
+    let plan = plan_of(&[("a", 0, false), ("b", 1, false)], &[]);
+    let head = parse_head("GET /p HTTP/1.1\r\nHost: t\r\n\r\n");
+    let (got, results, _, _) = run_fanout(&rt, &plan, &groups, &head);
+    assert_eq!(got, br#"{"a":{"n":1},"b":null}"#, "{driver}");
+    assert!(
+        matches!(
+            results[1].as_ref().map(|f| &f.result),
+            Some(CallResult::BadResponse)
+        ),
+        "{driver}: 17 interim heads are a bad response: {:?}",
+        results[1]
+    );
+}
+
 macro_rules! on_both_drivers {
     ($($name:ident),* $(,)?) => {
         $(mod $name {
@@ -587,4 +617,5 @@ on_both_drivers!(
     many_pieces_are_written_in_batches,
     unreachable_optional_is_null_and_required_cancels,
     gone_client_cancels_every_call,
+    interim_heads_are_limited_like_the_proxy,
 );

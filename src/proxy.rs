@@ -94,10 +94,6 @@ impl ReadBufs {
 /// big enough that a large upload is not relayed in 4 KiB steps, small enough to bound memory.
 const CLIENT_BODY_READ: usize = 32 * 1024;
 
-/// Most 1xx heads accepted before the final response: a backend sending endless interim responses
-/// is broken (502), not something to relay forever.
-const MAX_INTERIM_HEADS: usize = 16;
-
 /// How one upstream attempt failed.
 #[derive(Debug)]
 enum Failure {
@@ -485,7 +481,7 @@ async fn read_response_head(
                         }
                     }
                     interim += 1;
-                    if interim > MAX_INTERIM_HEADS {
+                    if interim > http::MAX_INTERIM_HEADS {
                         return Err(ReadHeadError::Fail(Failure::BadResponse(
                             HttpError::upstream(ErrorKind::InvalidStatus),
                         )));

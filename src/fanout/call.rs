@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::answer::is_json;
-use super::{CALL_READ_BUF, CallResult, FanoutPlan, MAX_CALL_BODY, MAX_INTERIM_HEADS};
+use super::{CALL_READ_BUF, CallResult, FanoutPlan, MAX_CALL_BODY};
 use crate::audit;
 use crate::http::{
     self, BodyDecoder, HeadScanner, Limits, Method, RequestHead, ResponseHead, Status, Version,
@@ -184,7 +184,7 @@ async fn exchange(
             match http::parse_response_head(&mut buf, &mut scanner, limits, Method::Get) {
                 Ok(Status::Complete(r)) if r.is_informational() => {
                     interim += 1;
-                    if interim > MAX_INTERIM_HEADS {
+                    if interim > http::MAX_INTERIM_HEADS {
                         return Err(ExchangeError::BadResponse);
                     }
                     scanner.reset();

@@ -41,7 +41,7 @@ pub use framing::BodyFraming;
 pub use headers::Headers;
 pub use hop::{is_hop_by_hop, not_for_subrequests};
 pub use request::{Method, RequestHead, TargetForm, parse_request_head};
-pub use response::{Interim, ResponseHead, parse_response_head};
+pub use response::{Interim, MAX_INTERIM_HEADS, ResponseHead, parse_response_head};
 pub use scan::HeadScanner;
 
 pub use write::{
