@@ -597,6 +597,32 @@ fn interim_heads_are_limited_like_the_proxy(driver: Driver) {
     );
 }
 
+/// A `101 Switching Protocols` answers no fan-out call (calls never ask to upgrade, RFC 9110
+/// §15.2.2): the call fails, it is not skipped as an interim response.
+fn switching_protocols_fails_the_call(driver: Driver) {
+    let rt = runtime(driver);
+    let ok = content_length_response("application/json", b"{}");
+    let mut switch =
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n"
+            .to_vec();
+    switch.extend_from_slice(&ok);
+    let groups = vec![group("a", backend(switch, 1)), group("b", backend(ok, 1))];
+    let plan = plan_of(&[("a", 0, false), ("b", 1, false)], &[]);
+    let head = parse_head("GET /p HTTP/1.1\r\nHost: t\r\n\r\n");
+    let (got, results, _, _) = run_fanout(&rt, &plan, &groups, &head);
+    assert_eq!(got, br#"{"a":null,"b":{}}"#, "{driver}");
+    assert!(
+        matches!(
+            results[0].as_ref().map(|f| &f.result),
+            Some(CallResult::BadResponse)
+        ),
+        "{driver}: a 101 is a bad response: {:?}",
+        results[0]
+    );
+    let pool = &groups[0].members()[0].pool;
+    assert_eq!(pool.idle_count(), 0, "{driver}: not pooled after a 101");
+}
+
 macro_rules! on_both_drivers {
     ($($name:ident),* $(,)?) => {
         $(mod $name {
@@ -618,4 +644,5 @@ on_both_drivers!(
     unreachable_optional_is_null_and_required_cancels,
     gone_client_cancels_every_call,
     interim_heads_are_limited_like_the_proxy,
+    switching_protocols_fails_the_call,
 );

@@ -182,6 +182,10 @@ async fn exchange(
     let resp = loop {
         if !buf.is_empty() {
             match http::parse_response_head(&mut buf, &mut scanner, limits, Method::Get) {
+                // A call never asks to upgrade (RFC 9110 §15.2.2): a 101 is no interim answer.
+                Ok(Status::Complete(r)) if r.status() == 101 => {
+                    return Err(ExchangeError::BadResponse);
+                }
                 Ok(Status::Complete(r)) if r.is_informational() => {
                     interim += 1;
                     if interim > http::MAX_INTERIM_HEADS {
