@@ -21,7 +21,7 @@ use futures_util::future::{Either, select};
 
 use crate::access_log::Entry;
 use crate::gateway::Gateway;
-use crate::http::{self, HeadScanner, HttpError, Limits, RequestHead, Status};
+use crate::http::{self, HeadScanner, HeadWriter, HttpError, Limits, RequestHead, Status};
 use crate::io::{self, Stream};
 use crate::router::RouteKind;
 use crate::shard::Shard;
@@ -233,23 +233,17 @@ impl Client {
             body.put_slice(b"\"");
         }
         body.put_slice(b"}\n");
-        let out = &mut self.scratch;
-        out.clear();
-        out.put_slice(b"HTTP/1.1 ");
-        put_u64(out, u64::from(status));
-        out.put_u8(b' ');
-        out.put_slice(reason_phrase(status).as_bytes());
-        out.put_slice(b"\r\nContent-Type: application/json\r\nContent-Length: ");
-        put_u64(out, body.len() as u64);
+        self.scratch.clear();
+        let mut w = HeadWriter::new(&mut self.scratch);
+        w.status(status)
+            .header(b"Content-Type", b"application/json")
+            .header_u64(b"Content-Length", body.len() as u64);
         for (name, value) in extra_headers {
-            out.put_slice(b"\r\n");
-            out.put_slice(name.as_bytes());
-            out.put_slice(b": ");
-            out.put_slice(value.as_bytes());
+            w.header(name.as_bytes(), value.as_bytes());
         }
-        put_connection(out, after, self.version);
-        put_date(out);
-        out.put_slice(b"\r\n\r\n");
+        w.connection(after, self.version)
+            .header(b"Date", &crate::clock::http_date())
+            .end();
         let head = self.take_scratch();
         self.notes.bytes_sent += (head.len() + body.len()) as u64;
         let idle = self.shard.gateway().config.timeouts.client_idle;
@@ -259,92 +253,6 @@ impl Client {
         )
         .await;
         self.write_outcome(res)
-    }
-}
-
-/// Appends `CRLF Connection: <value>` when a gateway-made answer needs one
-/// ([`ConnAfter::connection_value`]).
-pub fn put_connection(out: &mut BytesMut, after: ConnAfter, client: http::Version) {
-    if let Some(value) = after.connection_value(client) {
-        out.put_slice(b"\r\nConnection: ");
-        out.put_slice(value);
-    }
-}
-
-/// Appends `CRLF Date: <now>`: every final response the gateway sends carries one (RFC 9110
-/// §6.6.1; the value is formatted once a second, see [`crate::clock`]).
-pub fn put_date(out: &mut BytesMut) {
-    out.put_slice(b"\r\nDate: ");
-    out.put_slice(&crate::clock::http_date());
-}
-
-/// Appends the decimal form of `n` (no allocation).
-pub fn put_u64(out: &mut BytesMut, n: u64) {
-    let mut tmp = [0u8; 20];
-    let mut i = tmp.len();
-    let mut n = n;
-    loop {
-        i -= 1;
-        tmp[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.put_slice(&tmp[i..]);
-}
-
-/// The reason phrase ringway sends for its own statuses: RFC 9110 §15's for every status it
-/// defines, `Unknown` otherwise (the phrase is informational only, RFC 9112 §4).
-pub fn reason_phrase(status: u16) -> &'static str {
-    match status {
-        100 => "Continue",
-        101 => "Switching Protocols",
-        200 => "OK",
-        201 => "Created",
-        202 => "Accepted",
-        203 => "Non-Authoritative Information",
-        204 => "No Content",
-        205 => "Reset Content",
-        206 => "Partial Content",
-        300 => "Multiple Choices",
-        301 => "Moved Permanently",
-        302 => "Found",
-        303 => "See Other",
-        304 => "Not Modified",
-        305 => "Use Proxy",
-        307 => "Temporary Redirect",
-        308 => "Permanent Redirect",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        402 => "Payment Required",
-        403 => "Forbidden",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        406 => "Not Acceptable",
-        407 => "Proxy Authentication Required",
-        408 => "Request Timeout",
-        409 => "Conflict",
-        410 => "Gone",
-        411 => "Length Required",
-        412 => "Precondition Failed",
-        413 => "Content Too Large",
-        414 => "URI Too Long",
-        415 => "Unsupported Media Type",
-        416 => "Range Not Satisfiable",
-        417 => "Expectation Failed",
-        421 => "Misdirected Request",
-        422 => "Unprocessable Content",
-        426 => "Upgrade Required",
-        429 => "Too Many Requests",
-        431 => "Request Header Fields Too Large",
-        500 => "Internal Server Error",
-        501 => "Not Implemented",
-        502 => "Bad Gateway",
-        503 => "Service Unavailable",
-        504 => "Gateway Timeout",
-        505 => "HTTP Version Not Supported",
-        _ => "Unknown",
     }
 }
 

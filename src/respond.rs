@@ -20,7 +20,7 @@ use std::cell::RefCell;
 use bytes::{Bytes, BytesMut};
 
 use crate::config::RespondConfig;
-use crate::conn::{Client, ConnAfter, reason_phrase};
+use crate::conn::{Client, ConnAfter};
 use crate::gateway::Gateway;
 use crate::http::{BodyDecoder, BodyFraming, HeadWriter, HttpError, Method, RequestHead, Version};
 
@@ -44,11 +44,7 @@ impl Rendered {
         let has_content = !matches!(cfg.status, 204 | 304);
         let mut out = BytesMut::with_capacity(128 + cfg.content_type.len() + cfg.body.len());
         let mut w = HeadWriter::new(&mut out);
-        w.status_line(
-            Version::Http11,
-            cfg.status,
-            reason_phrase(cfg.status).as_bytes(),
-        );
+        w.status(cfg.status);
         if has_content {
             w.header(b"Content-Type", cfg.content_type.as_bytes());
             w.header_u64(b"Content-Length", cfg.body.len() as u64);

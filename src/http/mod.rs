@@ -45,8 +45,8 @@ pub use response::{Interim, MAX_INTERIM_HEADS, ResponseHead, parse_response_head
 pub use scan::HeadScanner;
 
 pub use write::{
-    BodyMode, ConnAfter, Forwarded, HeadWriter, ResponseForward, write_forward_request_head,
-    write_forward_response_head,
+    BodyMode, ConnAfter, Forwarded, HeadWriter, ResponseForward, put_u64, reason_phrase,
+    write_forward_request_head, write_forward_response_head,
 };
 
 pub use bytes::{Bytes, BytesMut};
