@@ -7,18 +7,23 @@
 pub mod access_log;
 pub mod admin;
 mod audit;
+pub mod client;
 pub mod clock;
 pub mod config;
 pub mod conn;
 pub mod demo;
+pub mod error;
 pub mod fanout;
 pub mod gateway;
 pub mod http;
 pub mod io;
+pub mod local;
 pub mod metrics;
 pub mod proxy;
 pub mod respond;
 pub mod router;
 pub mod server;
 pub mod shard;
+#[doc(hidden)]
+pub mod testing;
 pub mod upstream;

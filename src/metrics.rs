@@ -10,8 +10,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write;
 use std::time::Duration;
 
-use crate::gateway::Gateway;
-
 /// Upper bounds (seconds) of the request duration histogram buckets.
 pub const DURATION_BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -192,18 +190,13 @@ impl ShardMetrics {
         counts[outcome as usize] += 1;
     }
 
-    /// A copy of the counters plus the pool gauges of `gw`, to send to the admin thread.
-    pub fn snapshot(&self, gw: &Gateway, open_connections: usize) -> ShardSnapshot {
-        let mut pools = BTreeMap::new();
-        for g in &gw.upstreams {
-            let e: &mut PoolGauges = pools.entry(g.name.clone()).or_default();
-            for m in g.members() {
-                e.idle += m.pool.idle_count() as u64;
-                e.open += m.pool.open_count() as u64;
-                e.opened_total += m.pool.opened_total();
-                e.ejected += u64::from(m.is_ejected());
-            }
-        }
+    /// A copy of the counters, with the shard's pool gauges `pools` and its open client
+    /// connection count, to send to the admin thread.
+    pub fn snapshot(
+        &self,
+        pools: BTreeMap<String, PoolGauges>,
+        open_connections: usize,
+    ) -> ShardSnapshot {
         ShardSnapshot {
             shard: self.shard,
             accepts: self.accepts.get(),

@@ -3,6 +3,8 @@
 
 mod common;
 
+use ringway::both_drivers;
+
 use std::io::Write;
 use std::process::Command;
 use std::time::{Duration, Instant};

@@ -13,7 +13,7 @@ use bytes::{Bytes, BytesMut};
 use super::answer::{is_json, json_string};
 use super::*;
 use crate::config::{CallConfig, FanoutConfig, PoolConfig, UpstreamConfig};
-use crate::http::{HeadScanner, Status};
+use crate::http::{self, HeadScanner, Status};
 use crate::io::Stream;
 use crate::io::{Driver, Runtime};
 use crate::upstream::Endpoint;
@@ -623,26 +623,24 @@ fn switching_protocols_fails_the_call(driver: Driver) {
     assert_eq!(pool.idle_count(), 0, "{driver}: not pooled after a 101");
 }
 
-macro_rules! on_both_drivers {
-    ($($name:ident),* $(,)?) => {
-        $(mod $name {
-            #[test]
-            fn uring() {
-                super::$name(crate::io::Driver::Uring);
-            }
-            #[test]
-            fn epoll() {
-                super::$name(crate::io::Driver::Epoll);
-            }
-        })*
-    };
-}
-
-on_both_drivers!(
-    zero_copy_assembly,
+crate::both_drivers!(zero_copy_assembly, zero_copy_assembly);
+crate::both_drivers!(
     many_pieces_are_written_in_batches,
+    many_pieces_are_written_in_batches
+);
+crate::both_drivers!(
     unreachable_optional_is_null_and_required_cancels,
+    unreachable_optional_is_null_and_required_cancels
+);
+crate::both_drivers!(
     gone_client_cancels_every_call,
+    gone_client_cancels_every_call
+);
+crate::both_drivers!(
     interim_heads_are_limited_like_the_proxy,
+    interim_heads_are_limited_like_the_proxy
+);
+crate::both_drivers!(
     switching_protocols_fails_the_call,
+    switching_protocols_fails_the_call
 );
