@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::{CallResult, FanoutPlan, MAX_IOVECS, Results};
+use super::{ANSWER_BATCH, CallResult, FanoutPlan, Results};
 use crate::audit;
 use crate::http::{ConnAfter, HeadWriter};
 use crate::io::{self, Stream};
@@ -151,7 +151,7 @@ pub(super) fn write_head(
         .end();
 }
 
-/// Writes head + body with vectored writes: one write for up to [`MAX_IOVECS`] pieces, which is
+/// Writes head + body with vectored writes: one write for up to [`ANSWER_BATCH`] pieces, which is
 /// every answer but those with a backend body in hundreds of chunks. For HEAD only the head goes.
 ///
 /// Each write must complete within `idle` (`client_idle`), as every client write does (see
@@ -168,16 +168,16 @@ pub(super) async fn write_answer(
     head_only: bool,
     idle: Duration,
 ) -> std::io::Result<()> {
-    let mut parts = Vec::with_capacity(1 + body.len().min(MAX_IOVECS));
+    let mut parts = Vec::with_capacity(1 + body.len().min(ANSWER_BATCH));
     parts.push(head);
     if head_only {
         return write_within(stream, parts, idle).await;
     }
     audit::written(&body);
     let mut rest = body.into_iter().filter(|b| !b.is_empty()).peekable();
-    // Bounded: each turn writes up to MAX_IOVECS pieces and the body has finitely many.
+    // Bounded: each turn writes up to ANSWER_BATCH pieces and the body has finitely many.
     loop {
-        let room = MAX_IOVECS - parts.len();
+        let room = ANSWER_BATCH - parts.len();
         parts.extend(rest.by_ref().take(room));
         write_within(stream, std::mem::take(&mut parts), idle).await?;
         if rest.peek().is_none() {

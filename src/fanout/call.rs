@@ -5,20 +5,17 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 
 use super::answer::is_json;
 use super::{CallResult, FanoutPlan, MAX_CALL_BODY};
 use crate::error::{Error, Kind};
-use crate::http::{self, BodyDecoder, Interim, Limits, Method, RequestHead, ResponseHead, Version};
+use crate::http::{self, BodyDecoder, Interim, Limits, Method, RequestHead, ResponseHead};
 use crate::upstream::{Attempt, Exchange, Head, UPSTREAM_READ_BUF, UpstreamGroup};
 
 /// Builds every call's request head into one buffer (one allocation for all of them), split into
-/// one `Bytes` per call: `GET <path>[?<client query>] HTTP/1.1`, Host (the upstream's name), the
-/// forwarded headers, X-Forwarded-For, X-Forwarded-Proto, Via.
-///
-/// Calls are always GET, also for a client's HEAD: the answer to HEAD must carry the same
-/// Content-Length as the GET (RFC 9110 §9.3.2), which needs the bodies.
+/// one `Bytes` per call ([`http::write_subrequest_head`]: GET, Host the upstream's name, the
+/// forwarded headers, X-Forwarded-For, X-Forwarded-Proto, Via).
 pub(super) fn call_requests(
     plan: &FanoutPlan,
     head: &RequestHead,
@@ -28,57 +25,16 @@ pub(super) fn call_requests(
     let mut out = BytesMut::with_capacity(256 * plan.calls.len());
     let mut reqs = Vec::with_capacity(plan.calls.len());
     for call in &plan.calls {
-        let mut w = http::HeadWriter::new(&mut out);
-        w.request_line(b"GET", call.path.as_bytes(), head.query());
-        w.header(b"Host", upstreams[call.upstream].name.as_bytes());
-        for (name, value) in head.headers() {
-            if call
-                .forward_headers
+        let forward = |name: &[u8]| {
+            call.forward_headers
                 .iter()
                 .any(|h| h.as_bytes().eq_ignore_ascii_case(name))
-                && !named_in_connection(head, name)
-            {
-                w.header(name, value);
-            }
-        }
-        // As the proxy does: every X-Forwarded-For / Via element the client sent, then ours.
-        out.put_slice(b"X-Forwarded-For: ");
-        put_list(&mut out, head, b"x-forwarded-for");
-        {
-            use std::fmt::Write as _;
-            let _ = write!(out, "{ip}");
-        }
-        out.put_slice(b"\r\nX-Forwarded-Proto: http\r\nVia: ");
-        put_list(&mut out, head, b"via");
-        out.put_slice(match head.version() {
-            Version::Http10 => b"1.0 ringway\r\n\r\n",
-            Version::Http11 => b"1.1 ringway\r\n\r\n",
-        });
+        };
+        let host = upstreams[call.upstream].name.as_bytes();
+        http::write_subrequest_head(&mut out, head, call.path.as_bytes(), host, ip, forward);
         reqs.push(out.split().freeze());
     }
     reqs
-}
-
-/// Appends every value of the client's `name` fields, each followed by `", "`.
-fn put_list(out: &mut BytesMut, head: &RequestHead, name: &[u8]) {
-    for (n, v) in head.headers() {
-        if n.eq_ignore_ascii_case(name) {
-            let v = v.trim_ascii();
-            if !v.is_empty() {
-                out.put_slice(v);
-                out.put_slice(b", ");
-            }
-        }
-    }
-}
-
-/// Whether the client's Connection header names `field` (then it is hop-by-hop for this message,
-/// RFC 9110 §7.6.1, and is not forwarded).
-fn named_in_connection(head: &RequestHead, field: &[u8]) -> bool {
-    head.headers()
-        .filter(|(n, _)| n.eq_ignore_ascii_case(b"connection"))
-        .flat_map(|(_, v)| v.split(|&b| b == b','))
-        .any(|opt| opt.trim_ascii().eq_ignore_ascii_case(field))
 }
 
 /// Runs one call to completion (the caller bounds it in time), over the upstream exchange: its

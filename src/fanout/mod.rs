@@ -45,9 +45,9 @@ const CLIENT_GONE_POLL: Duration = Duration::from_millis(50);
 /// Most bytes one call's response body may have (the whole body is held until assembly).
 const MAX_CALL_BODY: u64 = 8 * 1024 * 1024;
 
-/// Most buffers handed to one vectored write: the kernel refuses more than UIO_MAXIOV (1024)
-/// iovecs in one `writev`/`sendmsg`, and a chunked backend body can be many small pieces.
-const MAX_IOVECS: usize = 512;
+/// Most buffers handed to one vectored write of an answer: half the kernel's UIO_MAXIOV
+/// ([`crate::io::MAX_IOVECS`]), since a chunked backend body can be many small pieces.
+const ANSWER_BATCH: usize = crate::io::MAX_IOVECS / 2;
 
 mod answer;
 mod call;

@@ -46,7 +46,7 @@ pub use scan::HeadScanner;
 
 pub use write::{
     BodyMode, ConnAfter, Forwarded, HeadWriter, ResponseForward, put_u64, reason_phrase,
-    write_forward_request_head, write_forward_response_head,
+    write_forward_request_head, write_forward_response_head, write_subrequest_head,
 };
 
 pub use bytes::{Bytes, BytesMut};

@@ -14,7 +14,7 @@ use std::net::IpAddr;
 use bytes::{BufMut, BytesMut};
 
 use super::framing::BodyFraming;
-use super::headers::{HeaderRange, list};
+use super::headers::{HeaderRange, connection_lists, list};
 use super::hop::drop_when_forwarding;
 use super::request::{RequestHead, TargetForm};
 use super::response::ResponseHead;
@@ -283,15 +283,78 @@ pub fn write_forward_request_head(out: &mut BytesMut, head: &RequestHead, fwd: &
         ranges,
         facts.transfer_encoding.is_some_and(|t| !t.only_chunked()),
     );
-    w.raw(b"x-forwarded-for: ");
-    join_values(&mut w, bytes, ranges, b"x-forwarded-for");
-    let _ = write!(w.out, "{}", fwd.client_ip);
-    w.raw(b"\r\n")
-        .header(b"x-forwarded-proto", fwd.proto.as_bytes());
-    write_via(&mut w, bytes, ranges, head.version());
+    forwarding_fields(&mut w, head, fwd.client_ip, fwd.proto, &LOWER_CASE);
     if tunnel {
         w.header(b"connection", b"upgrade");
     }
+    w.end();
+}
+
+/// The names of the three fields [`forwarding_fields`] writes, as they go on the wire.
+struct ForwardingNames {
+    xff: &'static [u8],
+    proto: &'static [u8],
+    via: &'static [u8],
+}
+
+/// The proxy's spelling (the rest of a forwarded head is lower-case too).
+const LOWER_CASE: ForwardingNames = ForwardingNames {
+    xff: b"x-forwarded-for",
+    proto: b"x-forwarded-proto",
+    via: b"via",
+};
+
+/// The spelling of the heads ringway makes itself (fan-out calls).
+const TITLE_CASE: ForwardingNames = ForwardingNames {
+    xff: b"X-Forwarded-For",
+    proto: b"X-Forwarded-Proto",
+    via: b"Via",
+};
+
+/// X-Forwarded-For (every element the client sent, then `client_ip`), X-Forwarded-Proto and
+/// Via (the client's elements, then `1.x ringway` for the version received, RFC 9110 §7.6.3):
+/// what the gateway adds to every request it sends on a client's behalf.
+fn forwarding_fields(
+    w: &mut HeadWriter<'_>,
+    head: &RequestHead,
+    client_ip: IpAddr,
+    proto: &str,
+    names: &ForwardingNames,
+) {
+    let (bytes, ranges) = (head.as_bytes(), head.ranges());
+    w.start_field(names.xff);
+    join_values(w, bytes, ranges, b"x-forwarded-for");
+    let _ = write!(w.out, "{client_ip}");
+    w.end_field().header(names.proto, proto.as_bytes());
+    write_via(w, names.via, bytes, ranges, head.version());
+}
+
+/// Writes the head of a request ringway makes on behalf of a client's `head` (a fan-out call):
+/// `GET path[?query] HTTP/1.1`, `Host: host`, each of the client's fields whose lower-case name
+/// `forward` accepts unless the client's Connection names it (then it is hop-by-hop for this
+/// message, RFC 9110 §7.6.1), then the forwarding fields as for a proxied request.
+///
+/// Always GET, also for a client's HEAD: the answer to HEAD must carry the same Content-Length
+/// as the GET (RFC 9110 §9.3.2), which needs the bodies.
+pub fn write_subrequest_head(
+    out: &mut BytesMut,
+    head: &RequestHead,
+    path: &[u8],
+    host: &[u8],
+    client_ip: IpAddr,
+    forward: impl Fn(&[u8]) -> bool,
+) {
+    let (bytes, ranges) = (head.as_bytes(), head.ranges());
+    let mut w = HeadWriter::new(out);
+    w.request_line(b"GET", path, head.query());
+    w.header(b"Host", host);
+    for r in ranges {
+        let (name, value) = (r.name.get(bytes), r.value.get(bytes));
+        if forward(name) && !connection_lists(bytes, ranges, name) {
+            w.header(name, value);
+        }
+    }
+    forwarding_fields(&mut w, head, client_ip, "http", &TITLE_CASE);
     w.end();
 }
 
@@ -338,8 +401,14 @@ fn write_codings(w: &mut HeadWriter<'_>, bytes: &[u8], ranges: &[HeaderRange]) {
 }
 
 /// `via: <received Via elements>, 1.x ringway` (RFC 9110 §7.6.3).
-fn write_via(w: &mut HeadWriter<'_>, bytes: &[u8], ranges: &[HeaderRange], received: Version) {
-    w.raw(b"via: ");
+fn write_via(
+    w: &mut HeadWriter<'_>,
+    name: &[u8],
+    bytes: &[u8],
+    ranges: &[HeaderRange],
+    received: Version,
+) {
+    w.start_field(name);
     join_values(w, bytes, ranges, b"via");
     w.raw(match received {
         Version::Http10 => b"1.0 ringway\r\n",
@@ -486,7 +555,7 @@ pub fn write_forward_response_head(
     {
         w.header(b"date", d);
     }
-    write_via(&mut w, bytes, ranges, head.version());
+    write_via(&mut w, b"via", bytes, ranges, head.version());
     w.end();
     ResponseForward { body, client_conn }
 }
