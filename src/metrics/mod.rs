@@ -1,4 +1,4 @@
-//! Per-shard counters and the Prometheus text rendering of their sum.
+//! Per-shard counters and the Prometheus text rendering of their sum (`exposition`).
 //!
 //! Each shard counts into plain `Cell`s and `RefCell<HashMap>`s on its own thread: no atomics on
 //! the request path. On scrape the admin thread asks every shard for a [`ShardSnapshot`] (a
@@ -7,7 +7,6 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
-use std::fmt::Write;
 use std::time::Duration;
 
 /// Upper bounds (seconds) of the request duration histogram buckets.
@@ -31,7 +30,7 @@ pub enum UpstreamOutcome {
 }
 
 impl UpstreamOutcome {
-    const ALL: [UpstreamOutcome; 5] = [
+    pub(crate) const ALL: [UpstreamOutcome; 5] = [
         UpstreamOutcome::Ok,
         UpstreamOutcome::Error,
         UpstreamOutcome::Timeout,
@@ -65,7 +64,7 @@ pub enum CallOutcome {
 }
 
 impl CallOutcome {
-    const ALL: [CallOutcome; 4] = [
+    pub(crate) const ALL: [CallOutcome; 4] = [
         CallOutcome::Ok,
         CallOutcome::Error,
         CallOutcome::Timeout,
@@ -105,7 +104,7 @@ impl Histogram {
         self.count += 1;
     }
 
-    fn merge(&mut self, o: &Histogram) {
+    pub(crate) fn merge(&mut self, o: &Histogram) {
         for (a, b) in self.buckets.iter_mut().zip(o.buckets.iter()) {
             *a += b;
         }
@@ -263,227 +262,6 @@ pub struct ShardSnapshot {
     pub buffer_ring_exhausted: u64,
 }
 
-/// Escapes a Prometheus label value (backslash, quote, newline).
-fn label(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
+mod exposition;
 
-/// Renders the sum of `shards` in the Prometheus text exposition format (version 0.0.4).
-pub fn render(shards: &[ShardSnapshot], draining: bool) -> String {
-    let mut out = String::with_capacity(4096);
-    let mut requests: BTreeMap<&(String, u16), u64> = BTreeMap::new();
-    let mut duration = Histogram::default();
-    let mut upstream: BTreeMap<&String, [u64; 5]> = BTreeMap::new();
-    let mut fanout: BTreeMap<&(String, String), [u64; 4]> = BTreeMap::new();
-    let mut pools: BTreeMap<&String, PoolGauges> = BTreeMap::new();
-    let mut conns_open = 0;
-    for s in shards {
-        for (k, v) in &s.requests {
-            *requests.entry(k).or_insert(0) += v;
-        }
-        duration.merge(&s.duration);
-        for (k, v) in &s.upstream {
-            let e = upstream.entry(k).or_insert([0; 5]);
-            for (a, b) in e.iter_mut().zip(v) {
-                *a += b;
-            }
-        }
-        for (k, v) in &s.fanout {
-            let e = fanout.entry(k).or_insert([0; 4]);
-            for (a, b) in e.iter_mut().zip(v) {
-                *a += b;
-            }
-        }
-        for (k, v) in &s.pools {
-            let e = pools.entry(k).or_default();
-            e.idle += v.idle;
-            e.open += v.open;
-            e.opened_total += v.opened_total;
-            e.ejected += v.ejected;
-        }
-        conns_open += s.conns_open;
-    }
-
-    let _ = writeln!(
-        out,
-        "# HELP ringway_requests_total Responses sent, by route and status."
-    );
-    let _ = writeln!(out, "# TYPE ringway_requests_total counter");
-    for ((route, status), n) in &requests {
-        let _ = writeln!(
-            out,
-            "ringway_requests_total{{route=\"{}\",status=\"{status}\"}} {n}",
-            label(route)
-        );
-    }
-    let _ = writeln!(
-        out,
-        "# HELP ringway_request_duration_seconds Time from request head to response end."
-    );
-    let _ = writeln!(out, "# TYPE ringway_request_duration_seconds histogram");
-    let mut cumulative = 0;
-    for (i, b) in DURATION_BUCKETS.iter().enumerate() {
-        cumulative += duration.buckets[i];
-        let _ = writeln!(
-            out,
-            "ringway_request_duration_seconds_bucket{{le=\"{b}\"}} {cumulative}"
-        );
-    }
-    cumulative += duration.buckets[DURATION_BUCKETS.len()];
-    let _ = writeln!(
-        out,
-        "ringway_request_duration_seconds_bucket{{le=\"+Inf\"}} {cumulative}"
-    );
-    let _ = writeln!(out, "ringway_request_duration_seconds_sum {}", duration.sum);
-    let _ = writeln!(
-        out,
-        "ringway_request_duration_seconds_count {}",
-        duration.count
-    );
-
-    let _ = writeln!(
-        out,
-        "# HELP ringway_upstream_requests_total Upstream exchanges, by upstream and outcome."
-    );
-    let _ = writeln!(out, "# TYPE ringway_upstream_requests_total counter");
-    for (name, counts) in &upstream {
-        for o in UpstreamOutcome::ALL {
-            let _ = writeln!(
-                out,
-                "ringway_upstream_requests_total{{upstream=\"{}\",outcome=\"{}\"}} {}",
-                label(name),
-                o.as_str(),
-                counts[o as usize]
-            );
-        }
-    }
-    let _ = writeln!(
-        out,
-        "# HELP ringway_upstream_connections_opened_total Backend connections opened."
-    );
-    let _ = writeln!(
-        out,
-        "# TYPE ringway_upstream_connections_opened_total counter"
-    );
-    for (name, p) in &pools {
-        let _ = writeln!(
-            out,
-            "ringway_upstream_connections_opened_total{{upstream=\"{}\"}} {}",
-            label(name),
-            p.opened_total
-        );
-    }
-    let _ = writeln!(
-        out,
-        "# HELP ringway_upstream_pool_idle Idle pooled backend connections."
-    );
-    let _ = writeln!(out, "# TYPE ringway_upstream_pool_idle gauge");
-    for (name, p) in &pools {
-        let _ = writeln!(
-            out,
-            "ringway_upstream_pool_idle{{upstream=\"{}\"}} {}",
-            label(name),
-            p.idle
-        );
-    }
-    let _ = writeln!(
-        out,
-        "# HELP ringway_upstream_pool_active Backend connections in use."
-    );
-    let _ = writeln!(out, "# TYPE ringway_upstream_pool_active gauge");
-    for (name, p) in &pools {
-        let _ = writeln!(
-            out,
-            "ringway_upstream_pool_active{{upstream=\"{}\"}} {}",
-            label(name),
-            p.open.saturating_sub(p.idle)
-        );
-    }
-    let _ = writeln!(
-        out,
-        "# HELP ringway_upstream_endpoints_ejected Endpoints ejected by passive health (summed over shards)."
-    );
-    let _ = writeln!(out, "# TYPE ringway_upstream_endpoints_ejected gauge");
-    for (name, p) in &pools {
-        let _ = writeln!(
-            out,
-            "ringway_upstream_endpoints_ejected{{upstream=\"{}\"}} {}",
-            label(name),
-            p.ejected
-        );
-    }
-    let _ = writeln!(
-        out,
-        "# HELP ringway_fanout_calls_total Fan-out calls, by route, call and outcome."
-    );
-    let _ = writeln!(out, "# TYPE ringway_fanout_calls_total counter");
-    for ((route, call), counts) in &fanout {
-        for o in CallOutcome::ALL {
-            let _ = writeln!(
-                out,
-                "ringway_fanout_calls_total{{route=\"{}\",call=\"{}\",outcome=\"{}\"}} {}",
-                label(route),
-                label(call),
-                o.as_str(),
-                counts[o as usize]
-            );
-        }
-    }
-    let _ = writeln!(
-        out,
-        "# HELP ringway_client_connections_open Open client connections."
-    );
-    let _ = writeln!(out, "# TYPE ringway_client_connections_open gauge");
-    let _ = writeln!(out, "ringway_client_connections_open {conns_open}");
-    let _ = writeln!(
-        out,
-        "# HELP ringway_shard_accepts_total Client connections accepted, per shard."
-    );
-    let _ = writeln!(out, "# TYPE ringway_shard_accepts_total counter");
-    for s in shards {
-        let _ = writeln!(
-            out,
-            "ringway_shard_accepts_total{{shard=\"{}\"}} {}",
-            s.shard, s.accepts
-        );
-    }
-    let _ = writeln!(
-        out,
-        "# HELP ringway_shard_connections_open Open client connections, per shard."
-    );
-    let _ = writeln!(out, "# TYPE ringway_shard_connections_open gauge");
-    for s in shards {
-        let _ = writeln!(
-            out,
-            "ringway_shard_connections_open{{shard=\"{}\"}} {}",
-            s.shard, s.conns_open
-        );
-    }
-    let _ = writeln!(
-        out,
-        "# HELP ringway_shard_buffer_ring_exhausted_total Idle client reads that found the io_uring buffer ring empty and used an ordinary buffer (raise io_uring.buffer_ring_entries if this grows fast)."
-    );
-    let _ = writeln!(
-        out,
-        "# TYPE ringway_shard_buffer_ring_exhausted_total counter"
-    );
-    for s in shards {
-        let _ = writeln!(
-            out,
-            "ringway_shard_buffer_ring_exhausted_total{{shard=\"{}\"}} {}",
-            s.shard, s.buffer_ring_exhausted
-        );
-    }
-    let _ = writeln!(
-        out,
-        "# HELP ringway_shards_reporting Shards that answered this scrape."
-    );
-    let _ = writeln!(out, "# TYPE ringway_shards_reporting gauge");
-    let _ = writeln!(out, "ringway_shards_reporting {}", shards.len());
-    let _ = writeln!(out, "# HELP ringway_draining 1 while the gateway drains.");
-    let _ = writeln!(out, "# TYPE ringway_draining gauge");
-    let _ = writeln!(out, "ringway_draining {}", u8::from(draining));
-    out
-}
+pub use exposition::render;
