@@ -167,9 +167,9 @@ pub async fn forward(
                 let relayed =
                     relay::relay_response(client, config, attempt, ubuf, &req.head, resp, sent);
                 return match relayed.await {
-                    Ok((status, after, outcome)) => {
-                        client.shard().metrics().upstream(&group.name, outcome);
-                        (status, after)
+                    Ok(r) => {
+                        client.shard().metrics().upstream(&group.name, r.outcome);
+                        (r.status, r.after)
                     }
                     Err((attempt, e)) => {
                         ex.failed(&attempt, &e);

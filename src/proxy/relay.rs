@@ -17,9 +17,19 @@ use crate::io::{self as rio, Stream};
 use crate::metrics::UpstreamOutcome;
 use crate::upstream::{Attempt, read_into};
 
+/// How a relayed response ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Relayed {
+    /// The status sent to the client.
+    pub status: u16,
+    /// What happens to the client connection.
+    pub after: ConnAfter,
+    /// The exchange's outcome for the upstream metrics: `Error` when the body was cut short or
+    /// the tunnel failed.
+    pub outcome: UpstreamOutcome,
+}
+
 /// Sends the response head and streams its body to the client, or tunnels after a `101`.
-/// Returns the status sent, what happens to the client connection, and the exchange's outcome
-/// for the upstream metrics (`Error` when the body was cut short or the tunnel failed).
 ///
 /// The backend connection goes back to its pool only when the body ended cleanly, the backend
 /// allows reuse, no byte beyond the response was read (honouring `Keep-Alive: timeout=`), and the
@@ -36,7 +46,7 @@ pub(super) async fn relay_response(
     req: &RequestHead,
     resp: ResponseHead,
     sent: Sent,
-) -> Result<(u16, ConnAfter, UpstreamOutcome), (Attempt, Error)> {
+) -> Result<Relayed, (Attempt, Error)> {
     let mut attempt = attempt;
     let status = resp.status();
     let keep_client = client.conn_after(req, sent == Sent::Whole) == ConnAfter::KeepAlive;
@@ -68,7 +78,11 @@ pub(super) async fn relay_response(
         } else {
             UpstreamOutcome::Error
         };
-        return Ok((status, ConnAfter::Close, outcome));
+        return Ok(Relayed {
+            status,
+            after: ConnAfter::Close,
+            outcome,
+        });
     }
 
     let mut decoder = BodyDecoder::for_response(resp.framing());
@@ -94,16 +108,28 @@ pub(super) async fn relay_response(
                 attempt.release_reusable(keep_alive);
             }
             client.shard().read_bufs().put_back(ubuf);
-            Ok((status, plan.client_conn, UpstreamOutcome::Ok))
+            Ok(Relayed {
+                status,
+                after: plan.client_conn,
+                outcome: UpstreamOutcome::Ok,
+            })
         }
         BodyEnd::Truncated => {
             // The client must not mistake what it got for the whole response: with a RST it
             // cannot, whatever the framing (a de-chunked HTTP/1.0 body would otherwise end at a
             // plain FIN that looks like a complete until-close body).
             client.set_reset_on_close();
-            Ok((status, ConnAfter::Close, UpstreamOutcome::Error))
+            Ok(Relayed {
+                status,
+                after: ConnAfter::Close,
+                outcome: UpstreamOutcome::Error,
+            })
         }
-        BodyEnd::ClientGone => Ok((status, ConnAfter::Close, UpstreamOutcome::Error)),
+        BodyEnd::ClientGone => Ok(Relayed {
+            status,
+            after: ConnAfter::Close,
+            outcome: UpstreamOutcome::Error,
+        }),
         BodyEnd::Rejected(e) => Err((attempt, Error::bad_response(e))),
     }
 }
