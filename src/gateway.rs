@@ -1,13 +1,21 @@
 //! The live routing state of one shard: config, router, upstream groups with their pools,
-//! fan-out plans and the pre-rendered answers of respond routes. Replaced whole on reload; a request holds the `Rc<Gateway>` it started with, so
-//! a reload never changes a request mid-flight.
+//! fan-out plans and the pre-rendered answers of respond routes. Replaced whole on reload
+//! ([`Live`]); a request holds the `Rc<Gateway>` it started with, so a reload never changes a
+//! request mid-flight.
+//!
+//! Sits between the connection loop and the handlers: it holds the handlers' compiled data
+//! (`fanout::plan`, `respond::canned`), and the handlers never see it, only the pieces the
+//! connection loop hands them (the config, their upstream group, plan or answer).
 
+use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
 use crate::config::{Config, RouteAction};
-use crate::fanout::FanoutPlan;
-use crate::respond::CannedResponse;
+use crate::fanout::plan::FanoutPlan;
+use crate::metrics::PoolGauges;
+use crate::respond::canned::CannedResponse;
 use crate::router::{Route, Router};
 use crate::upstream::UpstreamGroup;
 use crate::upstream::pool::Pool;
@@ -87,6 +95,21 @@ impl Gateway {
         }
     }
 
+    /// The pool gauges of every upstream on this shard, for a metrics snapshot.
+    pub fn pool_gauges(&self) -> BTreeMap<String, PoolGauges> {
+        let mut pools = BTreeMap::new();
+        for g in &self.upstreams {
+            let e: &mut PoolGauges = pools.entry(g.name.clone()).or_default();
+            for m in g.members() {
+                e.idle += m.pool.idle_count() as u64;
+                e.open += m.pool.open_count() as u64;
+                e.opened_total += m.pool.opened_total();
+                e.ejected += u64::from(m.is_ejected());
+            }
+        }
+        pools
+    }
+
     fn find_pool(
         &self,
         ep: &crate::upstream::Endpoint,
@@ -98,5 +121,26 @@ impl Gateway {
             .flat_map(|g| g.members())
             .find(|m| m.pool.same_settings(ep, cfg, connect_timeout))
             .map(|m| m.pool.clone())
+    }
+}
+
+/// The gateway new requests on one shard use: replaced whole by a reload, while requests already
+/// running keep the one they started with.
+pub struct Live(RefCell<Rc<Gateway>>);
+
+impl Live {
+    /// Serves `gateway` from now on.
+    pub fn new(gateway: Gateway) -> Live {
+        Live(RefCell::new(Rc::new(gateway)))
+    }
+
+    /// The gateway for a request starting now.
+    pub fn current(&self) -> Rc<Gateway> {
+        self.0.borrow().clone()
+    }
+
+    /// Replaces the gateway for requests that start after this.
+    pub fn replace(&self, gateway: Gateway) {
+        *self.0.borrow_mut() = Rc::new(gateway);
     }
 }

@@ -55,21 +55,7 @@ pub fn resolve_driver(choice: IoChoice) -> Result<Driver, RunError> {
     }
 }
 
-/// Raises the soft open-files limit to the hard limit: every client and backend connection is
-/// an fd, and the default soft limit (1024) is far below a gateway's needs.
-pub fn raise_nofile_limit() {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `lim` is a valid rlimit struct the kernel writes into / reads from.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        }
-    }
-}
+pub use crate::shard::raise_nofile_limit;
 
 /// What `run` needs besides the config.
 #[derive(Debug, Clone, Default)]

@@ -4,6 +4,8 @@
 
 mod common;
 
+use ringway::both_drivers;
+
 use std::io::Write;
 use std::net::SocketAddr;
 use std::process::Command;

@@ -10,6 +10,8 @@
 
 mod common;
 
+use ringway::both_drivers;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;

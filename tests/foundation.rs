@@ -3,6 +3,8 @@
 
 mod common;
 
+use ringway::both_drivers;
+
 use std::io::Write;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -101,8 +103,12 @@ both_drivers!(sigterm_closes_idle_keepalive_connections, |driver: &str| {
 });
 
 fn check(text: &str) -> (bool, String) {
+    // One directory per call: the uring and epoll runs of a test go in parallel, and their texts
+    // can have the same length.
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let dir = std::env::temp_dir().join(format!(
-        "ringway-check-{}-{}",
+        "ringway-check-{}-{call}-{}",
         std::process::id(),
         text.len()
     ));

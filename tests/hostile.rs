@@ -6,6 +6,8 @@
 
 mod common;
 
+use ringway::both_drivers;
+
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

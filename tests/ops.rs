@@ -3,6 +3,8 @@
 
 mod common;
 
+use ringway::both_drivers;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};

@@ -3,6 +3,8 @@
 
 mod common;
 
+use ringway::both_drivers;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
@@ -1000,4 +1002,26 @@ both_drivers!(idle_tunnel_is_closed, |driver: &str| {
     );
     drop(c);
     assert_fds_back(&gw, baseline);
+});
+
+both_drivers!(client_gone_mid_body_is_counted_as_499, |driver: &str| {
+    let backend = Backend::tcp(BackendSpec::default());
+    let gw = start(driver, "", &[backend.endpoint()], "");
+    // A body that stops short: the client hangs up 10 bytes into 100,000.
+    let mut s = TcpStream::connect(gw.addr).unwrap();
+    s.write_all(b"POST /up HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\n0123456789")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    drop(s);
+    let series = "ringway_requests_total{route=\"/\",status=\"499\"}";
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while gw.metric(series).is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        gw.metric(series),
+        Some(1.0),
+        "a client that went away is counted as 499, as in fan-out; /metrics:\n{}",
+        gw.admin_get("/metrics").1
+    );
 });

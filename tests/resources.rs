@@ -4,6 +4,8 @@
 
 mod common;
 
+use ringway::both_drivers;
+
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::time::{Duration, Instant};

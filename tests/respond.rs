@@ -4,6 +4,8 @@
 
 mod common;
 
+use ringway::both_drivers;
+
 use std::io::Read;
 use std::time::Duration;
 

@@ -8,6 +8,8 @@
 
 mod common;
 
+use ringway::both_drivers;
+
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};

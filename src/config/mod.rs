@@ -12,6 +12,7 @@
 
 mod de;
 mod defaults;
+pub mod endpoint;
 mod load;
 mod locate;
 mod render;
@@ -25,7 +26,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::upstream::Endpoint;
+pub use endpoint::Endpoint;
 
 /// The whole gateway configuration, every default filled in.
 ///

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::{CallResult, FanoutPlan, MAX_IOVECS, Results};
+use super::{ANSWER_BATCH, CallResult, FanoutPlan, Results};
 use crate::audit;
-use crate::conn::{ConnAfter, put_u64, reason_phrase};
+use crate::http::{ConnAfter, HeadWriter};
 use crate::io::{self, Stream};
 
 /// Whether `body` is one valid JSON text (RFC 8259), checked without copying or building it.
@@ -105,53 +105,53 @@ pub(super) fn write_head(
     after: ConnAfter,
     client: crate::http::Version,
 ) {
-    out.put_slice(b"HTTP/1.1 ");
-    put_u64(out, u64::from(status));
-    out.put_u8(b' ');
-    out.put_slice(reason_phrase(status).as_bytes());
-    out.put_slice(b"\r\nContent-Type: application/json\r\nContent-Length: ");
-    put_u64(out, len as u64);
-    out.put_slice(b"\r\nServer-Timing: ");
+    let mut w = HeadWriter::new(out);
+    w.status(status)
+        .header(b"Content-Type", b"application/json")
+        .header_u64(b"Content-Length", len as u64)
+        .start_field(b"Server-Timing");
     for (i, (c, r)) in plan.calls.iter().zip(results).enumerate() {
         if i > 0 {
-            out.put_slice(b", ");
+            w.value(b", ");
         }
-        out.put_slice(c.name.as_bytes());
-        out.put_slice(b";dur=");
-        put_u64(
-            out,
-            r.as_ref().map_or(elapsed, |f| f.took).as_millis() as u64,
-        );
-        let desc: Option<&[u8]> = match r.as_ref().map(|f| &f.result) {
-            Some(CallResult::Ok { status: 200, .. }) => None,
+        w.value(c.name.as_bytes())
+            .value(b";dur=")
+            .value_u64(r.as_ref().map_or(elapsed, |f| f.took).as_millis() as u64);
+        match r.as_ref().map(|f| &f.result) {
+            Some(CallResult::Ok { status: 200, .. }) => {}
             Some(CallResult::Ok { status, .. } | CallResult::Status(status)) => {
-                out.put_slice(b";desc=\"");
-                put_u64(out, u64::from(*status));
-                Some(b"\"")
+                w.value(b";desc=\"")
+                    .value_u64(u64::from(*status))
+                    .value(b"\"");
             }
-            Some(CallResult::Timeout) => Some(b";desc=\"timeout\""),
-            Some(_) => Some(b";desc=\"error\""),
-            None => Some(b";desc=\"cancelled\""),
-        };
-        if let Some(d) = desc {
-            out.put_slice(d);
+            Some(CallResult::Timeout) => {
+                w.value(b";desc=\"timeout\"");
+            }
+            Some(_) => {
+                w.value(b";desc=\"error\"");
+            }
+            None => {
+                w.value(b";desc=\"cancelled\"");
+            }
         }
     }
+    w.end_field();
     if !partial.is_empty() {
-        out.put_slice(b"\r\nRingway-Partial: ");
+        w.start_field(b"Ringway-Partial");
         for (i, name) in partial.iter().enumerate() {
             if i > 0 {
-                out.put_slice(b", ");
+                w.value(b", ");
             }
-            out.put_slice(name.as_bytes());
+            w.value(name.as_bytes());
         }
+        w.end_field();
     }
-    crate::conn::put_connection(out, after, client);
-    crate::conn::put_date(out);
-    out.put_slice(b"\r\n\r\n");
+    w.connection(after, client)
+        .header(b"Date", &crate::clock::http_date())
+        .end();
 }
 
-/// Writes head + body with vectored writes: one write for up to [`MAX_IOVECS`] pieces, which is
+/// Writes head + body with vectored writes: one write for up to [`ANSWER_BATCH`] pieces, which is
 /// every answer but those with a backend body in hundreds of chunks. For HEAD only the head goes.
 ///
 /// Each write must complete within `idle` (`client_idle`), as every client write does (see
@@ -168,16 +168,16 @@ pub(super) async fn write_answer(
     head_only: bool,
     idle: Duration,
 ) -> std::io::Result<()> {
-    let mut parts = Vec::with_capacity(1 + body.len().min(MAX_IOVECS));
+    let mut parts = Vec::with_capacity(1 + body.len().min(ANSWER_BATCH));
     parts.push(head);
     if head_only {
         return write_within(stream, parts, idle).await;
     }
     audit::written(&body);
     let mut rest = body.into_iter().filter(|b| !b.is_empty()).peekable();
-    // Bounded: each turn writes up to MAX_IOVECS pieces and the body has finitely many.
+    // Bounded: each turn writes up to ANSWER_BATCH pieces and the body has finitely many.
     loop {
-        let room = MAX_IOVECS - parts.len();
+        let room = ANSWER_BATCH - parts.len();
         parts.extend(rest.by_ref().take(room));
         write_within(stream, std::mem::take(&mut parts), idle).await?;
         if rest.peek().is_none() {

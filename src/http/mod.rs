@@ -41,12 +41,12 @@ pub use framing::BodyFraming;
 pub use headers::Headers;
 pub use hop::{is_hop_by_hop, not_for_subrequests};
 pub use request::{Method, RequestHead, TargetForm, parse_request_head};
-pub use response::{Interim, ResponseHead, parse_response_head};
+pub use response::{Interim, MAX_INTERIM_HEADS, ResponseHead, parse_response_head};
 pub use scan::HeadScanner;
 
 pub use write::{
-    BodyMode, ConnAfter, Forwarded, HeadWriter, ResponseForward, write_forward_request_head,
-    write_forward_response_head,
+    BodyMode, ConnAfter, Forwarded, HeadWriter, ResponseForward, put_u64, reason_phrase,
+    write_forward_request_head, write_forward_response_head, write_subrequest_head,
 };
 
 pub use bytes::{Bytes, BytesMut};

@@ -13,6 +13,11 @@ use super::framing::{BodyFraming, response_framing};
 use super::headers::{self, Facts, HeaderRange, Headers, Span, list, trim_ows};
 use super::{HeadScanner, Limits, MAX_HEADERS_CAP, Method, Status, Version};
 
+/// Most interim (1xx) heads accepted before a final response, for proxied requests and fan-out
+/// calls alike: a backend sending endless interim responses is broken (502), not something to
+/// wait on or relay forever.
+pub const MAX_INTERIM_HEADS: usize = 16;
+
 /// What the gateway does with a response head before the final one (RFC 9110 §15.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Interim {

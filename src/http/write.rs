@@ -4,7 +4,9 @@
 //! [`write_forward_request_head`] and [`write_forward_response_head`] apply the forwarding rules
 //! (RFC 9110 §7.6): hop-by-hop fields and those named in Connection are dropped, framing fields
 //! are re-emitted for the framing actually used, X-Forwarded-For / X-Forwarded-Proto / Via are
-//! added. [`HeadWriter`] is the building block for heads ringway makes itself (fan-out).
+//! added. [`HeadWriter`] is the building block for heads ringway makes itself: the gateway's
+//! errors, fan-out answers and respond routes all write their status line through
+//! [`HeadWriter::status`].
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
@@ -12,7 +14,7 @@ use std::net::IpAddr;
 use bytes::{BufMut, BytesMut};
 
 use super::framing::BodyFraming;
-use super::headers::{HeaderRange, list};
+use super::headers::{HeaderRange, connection_lists, list};
 use super::hop::drop_when_forwarding;
 use super::request::{RequestHead, TargetForm};
 use super::response::ResponseHead;
@@ -55,6 +57,52 @@ impl<'a> HeadWriter<'a> {
         self
     }
 
+    /// `HTTP/1.1 code reason` CRLF, the status line of every answer the gateway makes itself,
+    /// with [`reason_phrase`]'s phrase. `200 OK` is one copy of a constant line (as hyper's
+    /// `role.rs` has it), the status an answer has most often.
+    pub fn status(&mut self, code: u16) -> &mut Self {
+        if code == 200 {
+            self.out.put_slice(b"HTTP/1.1 200 OK\r\n");
+            return self;
+        }
+        self.status_line(Version::Http11, code, reason_phrase(code).as_bytes())
+    }
+
+    /// `Connection: <value>` CRLF when an answer that ends as `after` to a `client` request
+    /// needs one ([`ConnAfter::connection_value`]), nothing otherwise.
+    pub fn connection(&mut self, after: ConnAfter, client: Version) -> &mut Self {
+        if let Some(value) = after.connection_value(client) {
+            self.header(b"Connection", value);
+        }
+        self
+    }
+
+    /// `name: ` — the start of a field whose value is written in pieces ([`HeadWriter::value`],
+    /// [`HeadWriter::value_u64`]) and ended by [`HeadWriter::end_field`].
+    pub fn start_field(&mut self, name: &[u8]) -> &mut Self {
+        self.out.put_slice(name);
+        self.out.put_slice(b": ");
+        self
+    }
+
+    /// A piece of the value of the field begun by [`HeadWriter::start_field`] (no CR or LF).
+    pub fn value(&mut self, piece: &[u8]) -> &mut Self {
+        self.out.put_slice(piece);
+        self
+    }
+
+    /// A number, in decimal, as a piece of a field value.
+    pub fn value_u64(&mut self, n: u64) -> &mut Self {
+        put_u64(self.out, n);
+        self
+    }
+
+    /// The CRLF that ends a field begun by [`HeadWriter::start_field`].
+    pub fn end_field(&mut self) -> &mut Self {
+        self.out.put_slice(b"\r\n");
+        self
+    }
+
     /// `name: value` CRLF.
     pub fn header(&mut self, name: &[u8], value: &[u8]) -> &mut Self {
         debug_assert!(
@@ -88,8 +136,8 @@ impl<'a> HeadWriter<'a> {
     }
 }
 
-/// Appends `n` in decimal.
-fn put_u64(out: &mut BytesMut, mut n: u64) {
+/// Appends `n` in decimal (no allocation).
+pub fn put_u64(out: &mut BytesMut, mut n: u64) {
     let mut digits = [0u8; 20];
     let mut i = digits.len();
     loop {
@@ -101,6 +149,60 @@ fn put_u64(out: &mut BytesMut, mut n: u64) {
         }
     }
     out.put_slice(&digits[i..]);
+}
+
+/// The reason phrase ringway sends for its own statuses: RFC 9110 §15's for every status it
+/// defines, `Unknown` otherwise (the phrase is informational only, RFC 9112 §4).
+pub fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        100 => "Continue",
+        101 => "Switching Protocols",
+        200 => "OK",
+        201 => "Created",
+        202 => "Accepted",
+        203 => "Non-Authoritative Information",
+        204 => "No Content",
+        205 => "Reset Content",
+        206 => "Partial Content",
+        300 => "Multiple Choices",
+        301 => "Moved Permanently",
+        302 => "Found",
+        303 => "See Other",
+        304 => "Not Modified",
+        305 => "Use Proxy",
+        307 => "Temporary Redirect",
+        308 => "Permanent Redirect",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        402 => "Payment Required",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        406 => "Not Acceptable",
+        407 => "Proxy Authentication Required",
+        408 => "Request Timeout",
+        409 => "Conflict",
+        410 => "Gone",
+        411 => "Length Required",
+        412 => "Precondition Failed",
+        413 => "Content Too Large",
+        414 => "URI Too Long",
+        415 => "Unsupported Media Type",
+        416 => "Range Not Satisfiable",
+        417 => "Expectation Failed",
+        421 => "Misdirected Request",
+        422 => "Unprocessable Content",
+        426 => "Upgrade Required",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        505 => "HTTP Version Not Supported",
+        _ => "Unknown",
+    }
 }
 
 /// What the gateway adds when forwarding a request to a backend.
@@ -181,15 +283,78 @@ pub fn write_forward_request_head(out: &mut BytesMut, head: &RequestHead, fwd: &
         ranges,
         facts.transfer_encoding.is_some_and(|t| !t.only_chunked()),
     );
-    w.raw(b"x-forwarded-for: ");
-    join_values(&mut w, bytes, ranges, b"x-forwarded-for");
-    let _ = write!(w.out, "{}", fwd.client_ip);
-    w.raw(b"\r\n")
-        .header(b"x-forwarded-proto", fwd.proto.as_bytes());
-    write_via(&mut w, bytes, ranges, head.version());
+    forwarding_fields(&mut w, head, fwd.client_ip, fwd.proto, &LOWER_CASE);
     if tunnel {
         w.header(b"connection", b"upgrade");
     }
+    w.end();
+}
+
+/// The names of the three fields [`forwarding_fields`] writes, as they go on the wire.
+struct ForwardingNames {
+    xff: &'static [u8],
+    proto: &'static [u8],
+    via: &'static [u8],
+}
+
+/// The proxy's spelling (the rest of a forwarded head is lower-case too).
+const LOWER_CASE: ForwardingNames = ForwardingNames {
+    xff: b"x-forwarded-for",
+    proto: b"x-forwarded-proto",
+    via: b"via",
+};
+
+/// The spelling of the heads ringway makes itself (fan-out calls).
+const TITLE_CASE: ForwardingNames = ForwardingNames {
+    xff: b"X-Forwarded-For",
+    proto: b"X-Forwarded-Proto",
+    via: b"Via",
+};
+
+/// X-Forwarded-For (every element the client sent, then `client_ip`), X-Forwarded-Proto and
+/// Via (the client's elements, then `1.x ringway` for the version received, RFC 9110 §7.6.3):
+/// what the gateway adds to every request it sends on a client's behalf.
+fn forwarding_fields(
+    w: &mut HeadWriter<'_>,
+    head: &RequestHead,
+    client_ip: IpAddr,
+    proto: &str,
+    names: &ForwardingNames,
+) {
+    let (bytes, ranges) = (head.as_bytes(), head.ranges());
+    w.start_field(names.xff);
+    join_values(w, bytes, ranges, b"x-forwarded-for");
+    let _ = write!(w.out, "{client_ip}");
+    w.end_field().header(names.proto, proto.as_bytes());
+    write_via(w, names.via, bytes, ranges, head.version());
+}
+
+/// Writes the head of a request ringway makes on behalf of a client's `head` (a fan-out call):
+/// `GET path[?query] HTTP/1.1`, `Host: host`, each of the client's fields whose lower-case name
+/// `forward` accepts unless the client's Connection names it (then it is hop-by-hop for this
+/// message, RFC 9110 §7.6.1), then the forwarding fields as for a proxied request.
+///
+/// Always GET, also for a client's HEAD: the answer to HEAD must carry the same Content-Length
+/// as the GET (RFC 9110 §9.3.2), which needs the bodies.
+pub fn write_subrequest_head(
+    out: &mut BytesMut,
+    head: &RequestHead,
+    path: &[u8],
+    host: &[u8],
+    client_ip: IpAddr,
+    forward: impl Fn(&[u8]) -> bool,
+) {
+    let (bytes, ranges) = (head.as_bytes(), head.ranges());
+    let mut w = HeadWriter::new(out);
+    w.request_line(b"GET", path, head.query());
+    w.header(b"Host", host);
+    for r in ranges {
+        let (name, value) = (r.name.get(bytes), r.value.get(bytes));
+        if forward(name) && !connection_lists(bytes, ranges, name) {
+            w.header(name, value);
+        }
+    }
+    forwarding_fields(&mut w, head, client_ip, "http", &TITLE_CASE);
     w.end();
 }
 
@@ -236,8 +401,14 @@ fn write_codings(w: &mut HeadWriter<'_>, bytes: &[u8], ranges: &[HeaderRange]) {
 }
 
 /// `via: <received Via elements>, 1.x ringway` (RFC 9110 §7.6.3).
-fn write_via(w: &mut HeadWriter<'_>, bytes: &[u8], ranges: &[HeaderRange], received: Version) {
-    w.raw(b"via: ");
+fn write_via(
+    w: &mut HeadWriter<'_>,
+    name: &[u8],
+    bytes: &[u8],
+    ranges: &[HeaderRange],
+    received: Version,
+) {
+    w.start_field(name);
     join_values(w, bytes, ranges, b"via");
     w.raw(match received {
         Version::Http10 => b"1.0 ringway\r\n",
@@ -384,7 +555,7 @@ pub fn write_forward_response_head(
     {
         w.header(b"date", d);
     }
-    write_via(&mut w, bytes, ranges, head.version());
+    write_via(&mut w, b"via", bytes, ranges, head.version());
     w.end();
     ResponseForward { body, client_conn }
 }

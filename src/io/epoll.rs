@@ -13,8 +13,9 @@ use std::time::Duration;
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-/// Most iovecs handed to one `writev`; the kernel's UIO_MAXIOV is 1024.
-const MAX_IOVECS: usize = 64;
+/// Most iovecs handed to one `writev` here (an array of them lives in the write's future, so it
+/// is kept small); the kernel's limit is [`super::MAX_IOVECS`].
+const WRITEV_BATCH: usize = 64;
 
 /// One shard's tokio runtime.
 pub struct Runtime {
@@ -124,12 +125,12 @@ impl Stream {
         let mut first = 0;
         while first < bufs.len() {
             let n = {
-                let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+                let mut slices = [IoSlice::new(&[]); WRITEV_BATCH];
                 let mut count = 0;
                 for b in bufs[first..]
                     .iter()
                     .filter(|b| !b.is_empty())
-                    .take(MAX_IOVECS)
+                    .take(WRITEV_BATCH)
                 {
                     slices[count] = IoSlice::new(b);
                     count += 1;

@@ -24,7 +24,7 @@ use futures_util::StreamExt;
 use super::timer::{TimerKey, Wheel};
 
 /// The kernel's UIO_MAXIOV: most iovecs one `sendmsg` accepts.
-const MAX_IOVECS: usize = 1024;
+pub const MAX_IOVECS: usize = 1024;
 
 /// Which optional io_uring features the uring driver may use; each is still used only where the
 /// kernel has it.

@@ -12,25 +12,6 @@ use std::time::{Duration, Instant};
 /// Both drivers: every integration test body runs once per entry.
 pub const DRIVERS: [&str; 2] = ["uring", "epoll"];
 
-/// Defines one `#[test]` per driver that calls `$body(driver)`.
-#[macro_export]
-macro_rules! both_drivers {
-    ($name:ident, $body:expr) => {
-        mod $name {
-            #[allow(unused_imports)]
-            use super::*;
-            #[test]
-            fn uring() {
-                ($body)("uring");
-            }
-            #[test]
-            fn epoll() {
-                ($body)("epoll");
-            }
-        }
-    };
-}
-
 /// A port nobody listens on right now (bind :0, read it, release it).
 ///
 /// Ports come from 20000..32000, below the kernel's ephemeral range (32768+), so a port handed out

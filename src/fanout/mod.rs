@@ -30,13 +30,12 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::config::FanoutConfig;
-use crate::conn::{Client, ConnAfter};
-use crate::gateway::Gateway;
-use crate::http::{self, BodyFraming, Limits, Method, RequestHead};
+use crate::client::Client;
+use crate::config::Config;
+use crate::error::{Error, Kind};
+use crate::http::{BodyFraming, ConnAfter, Limits, Method, RequestHead};
 use crate::io;
 use crate::metrics::{CallOutcome, UpstreamOutcome};
-use crate::router::Route;
 use crate::upstream::UpstreamGroup;
 
 /// How often an in-flight fan-out checks whether its client hung up. One non-blocking
@@ -46,82 +45,18 @@ const CLIENT_GONE_POLL: Duration = Duration::from_millis(50);
 /// Most bytes one call's response body may have (the whole body is held until assembly).
 const MAX_CALL_BODY: u64 = 8 * 1024 * 1024;
 
-/// Initial (and refill) size of a call's read buffer.
-const CALL_READ_BUF: usize = 16 * 1024;
-
-/// Most 1xx heads accepted before a call's final response (a backend looping on 1xx is broken).
-const MAX_INTERIM_HEADS: usize = 8;
-
-/// Most buffers handed to one vectored write: the kernel refuses more than UIO_MAXIOV (1024)
-/// iovecs in one `writev`/`sendmsg`, and a chunked backend body can be many small pieces.
-const MAX_IOVECS: usize = 512;
+/// Most buffers handed to one vectored write of an answer: half the kernel's UIO_MAXIOV
+/// ([`crate::io::MAX_IOVECS`]), since a chunked backend body can be many small pieces.
+const ANSWER_BATCH: usize = crate::io::MAX_IOVECS / 2;
 
 mod answer;
 mod call;
+pub mod plan;
+
+pub use plan::{CallPlan, FanoutPlan};
 
 use answer::{assemble, error_body, write_answer, write_head};
 use call::{call_requests, run_call};
-
-/// One call of a plan.
-#[derive(Debug, Clone)]
-pub struct CallPlan {
-    /// The key in the answer.
-    pub name: String,
-    /// Index of its upstream group in the gateway.
-    pub upstream: usize,
-    /// Path sent to the backend (the client's query string is appended).
-    pub path: String,
-    /// A failure of a required call fails the whole request.
-    pub required: bool,
-    /// This call's own timeout (never longer than the route's).
-    pub timeout: Duration,
-    /// Lowercase names of client request headers forwarded to the backend.
-    pub forward_headers: Vec<String>,
-    /// The literal that precedes this call's value: `{"name":` or `,"name":`.
-    key: Bytes,
-}
-
-/// A compiled fan-out route.
-#[derive(Debug, Clone)]
-pub struct FanoutPlan {
-    /// Overall deadline of the request.
-    pub timeout: Duration,
-    /// Calls in declaration order (the order of keys in the answer).
-    pub calls: Vec<CallPlan>,
-}
-
-impl FanoutPlan {
-    /// Compiles `cfg`; None if a call names an unknown upstream (validation prevents this).
-    ///
-    /// `forward_headers` entries that ringway writes itself or that are hop-by-hop are dropped
-    /// here ([`http::not_for_subrequests`]), so no config can make a call carry the client's
-    /// framing.
-    pub fn new(cfg: &FanoutConfig, upstream_index: impl Fn(&str) -> Option<usize>) -> Option<Self> {
-        let mut calls = Vec::with_capacity(cfg.calls.len());
-        for (i, c) in cfg.calls.iter().enumerate() {
-            // Call names are validated to need no JSON escaping.
-            let key = format!("{}\"{}\":", if i == 0 { "{" } else { "," }, c.name);
-            calls.push(CallPlan {
-                name: c.name.clone(),
-                upstream: upstream_index(&c.upstream)?,
-                path: c.path.clone(),
-                required: c.required,
-                timeout: c.timeout.min(cfg.timeout),
-                forward_headers: c
-                    .forward_headers
-                    .iter()
-                    .map(|h| h.to_ascii_lowercase())
-                    .filter(|h| !http::not_for_subrequests(h.as_bytes()))
-                    .collect(),
-                key: Bytes::from(key),
-            });
-        }
-        Some(FanoutPlan {
-            timeout: cfg.timeout,
-            calls,
-        })
-    }
-}
 
 /// How one call ended.
 #[derive(Debug)]
@@ -146,6 +81,27 @@ enum CallResult {
 }
 
 impl CallResult {
+    /// The result of a call whose exchange failed with `e`.
+    fn failed(e: &Error) -> CallResult {
+        match e.kind() {
+            Kind::Unavailable => CallResult::Unavailable,
+            Kind::ConnectTimeout | Kind::Timeout => CallResult::Timeout,
+            Kind::BadResponse => CallResult::BadResponse,
+            _ => CallResult::Error,
+        }
+    }
+
+    /// What went wrong, for a call that failed (a status outside 2xx is an upstream error).
+    fn error_kind(&self) -> Option<Kind> {
+        match self {
+            CallResult::Ok { .. } => None,
+            CallResult::Status(_) | CallResult::Error => Some(Kind::Io),
+            CallResult::BadResponse => Some(Kind::BadResponse),
+            CallResult::Unavailable => Some(Kind::Unavailable),
+            CallResult::Timeout => Some(Kind::Timeout),
+        }
+    }
+
     fn is_ok(&self) -> bool {
         matches!(self, CallResult::Ok { .. })
     }
@@ -162,10 +118,10 @@ impl CallResult {
     fn upstream_outcome(&self) -> UpstreamOutcome {
         match self {
             CallResult::Ok { .. } | CallResult::Status(_) => UpstreamOutcome::Ok,
-            CallResult::Error => UpstreamOutcome::Error,
-            CallResult::BadResponse => UpstreamOutcome::BadResponse,
-            CallResult::Unavailable => UpstreamOutcome::Unavailable,
-            CallResult::Timeout => UpstreamOutcome::Timeout,
+            failed => failed
+                .error_kind()
+                .and_then(Kind::upstream_outcome)
+                .unwrap_or(UpstreamOutcome::Error),
         }
     }
 }
@@ -191,31 +147,24 @@ enum Gathered {
     ClientGone(Results),
 }
 
-/// Serves a fan-out request. Returns the status sent and what happens to the client connection.
+/// Serves a fan-out request over `upstreams` (the gateway's groups, which the plan's calls
+/// index). Returns the status sent and what happens to the client connection.
 ///
-/// The status is 499 (nginx's "client closed request") when the client hung up mid-fan-out:
-/// nothing is sent then, the number is only counted in metrics.
+/// The status is [`crate::error::CLIENT_GONE`] (nginx's 499, "client closed request") when the client hung up
+/// mid-fan-out: nothing is sent then, the number is only counted in metrics.
 pub async fn serve(
     client: &mut Client,
-    gw: &Gateway,
-    route: &Route,
+    config: &Config,
+    upstreams: &[UpstreamGroup],
+    route_label: &str,
     plan: &FanoutPlan,
     head: RequestHead,
 ) -> (u16, ConnAfter) {
     // A request body is never read here: keep the connection only when there is none.
-    let after = |client: &Client| {
-        if head.keep_alive()
-            && matches!(head.framing(), BodyFraming::Empty)
-            && !client.shard.is_draining()
-        {
-            ConnAfter::KeepAlive
-        } else {
-            ConnAfter::Close
-        }
-    };
+    let body_read = matches!(head.framing(), BodyFraming::Empty);
     let method = head.method();
     if !matches!(method, Method::Get | Method::Head) {
-        let after = after(client);
+        let after = client.conn_after(&head, body_read);
         let r = client
             .send_error(
                 405,
@@ -230,20 +179,20 @@ pub async fn serve(
     let started = Instant::now();
     let deadline = started + plan.timeout;
     let limits = Limits {
-        max_head_bytes: gw.config.limits.max_head_bytes.max(16 * 1024),
-        max_headers: gw.config.limits.max_headers,
+        max_head_bytes: config.limits.max_head_bytes.max(16 * 1024),
+        max_headers: config.limits.max_headers,
     };
-    let reqs = call_requests(plan, &head, client.ip, &gw.upstreams);
+    let reqs = call_requests(plan, &head, client.ip(), upstreams);
     let gathered = gather(
         plan,
-        &gw.upstreams,
+        upstreams,
         reqs,
         limits,
         deadline,
         // Pipelined requests waiting in the socket do not count as gone (`peer_closed` peeks). A
         // client that half-closes (FIN) after its request counts as gone, as in nginx: HTTP/1.1
         // gives a half-close no meaning, and clients that hang up send the same FIN.
-        || client.stream.peer_closed(),
+        || client.peer_closed(),
     )
     .await;
     let (results, failed_required, gone) = match gathered {
@@ -253,37 +202,38 @@ pub async fn serve(
         } => (results, failed_required, false),
         Gathered::ClientGone(results) => (results, None, true),
     };
-    let metrics = &client.shard.metrics;
+    let metrics = client.shard().metrics();
     for (c, r) in plan.calls.iter().zip(&results) {
         let outcome = r.as_ref().map_or(CallOutcome::Cancelled, |f| {
-            metrics.upstream(&gw.upstreams[c.upstream].name, f.result.upstream_outcome());
+            metrics.upstream(&upstreams[c.upstream].name, f.result.upstream_outcome());
             f.result.call_outcome()
         });
-        metrics.fanout_call(&route.label, &c.name, outcome);
+        metrics.fanout_call(route_label, &c.name, outcome);
     }
     if gone {
-        note_outcome(client, || "cancelled".into());
-        return (499, ConnAfter::Close);
+        client.note_fanout(|| "cancelled".into());
+        return client
+            .answer_error(&Error::client_gone(), None, ConnAfter::Close, &[])
+            .await;
     }
     // Decided after the calls: a drain that began meanwhile closes the connection.
-    let after = after(client);
+    let after = client.conn_after(&head, body_read);
 
     let (status, body, partial) = match failed_required {
         Some(i) => {
             let call = &plan.calls[i];
-            let (status, code) = match results[i].as_ref().map(|f| &f.result) {
-                Some(CallResult::Timeout) => (504, "upstream_timeout"),
-                Some(CallResult::Unavailable) => (503, "upstream_unavailable"),
-                Some(CallResult::BadResponse) => (502, "upstream_bad_response"),
-                _ => (502, "upstream_error"),
-            };
-            let upstream = &gw.upstreams[call.upstream].name;
-            note_outcome(client, || format!("failed:{}", call.name));
-            (status, error_body(code, &call.name, upstream), Vec::new())
+            let kind = results[i]
+                .as_ref()
+                .and_then(|f| f.result.error_kind())
+                .unwrap_or(Kind::Io);
+            let upstream = &upstreams[call.upstream].name;
+            client.note_fanout(|| format!("failed:{}", call.name));
+            let body = error_body(kind.code(), &call.name, upstream);
+            (kind.client_status(), body, Vec::new())
         }
         None => {
             let (body, partial) = assemble(plan, &results);
-            note_outcome(client, || {
+            client.note_fanout(|| {
                 if partial.is_empty() {
                     "ok".into()
                 } else {
@@ -294,34 +244,28 @@ pub async fn serve(
         }
     };
     let len: usize = body.iter().map(Bytes::len).sum();
-    client.scratch.clear();
-    write_head(
-        &mut client.scratch,
-        status,
-        len,
-        plan,
-        &results,
-        started.elapsed(),
-        &partial,
-        after,
-        client.version,
-    );
-    let head_bytes = client.take_scratch();
+    let version = client.version();
+    let ((), head_bytes) = client.render(|out| {
+        write_head(
+            out,
+            status,
+            len,
+            plan,
+            &results,
+            started.elapsed(),
+            &partial,
+            after,
+            version,
+        )
+    });
     let head_only = method == Method::Head;
     // Counted, and bounded by `client_idle`, as `Client::write_vectored_all` does; the write
     // goes through the stream so that it can be batched (see `write_answer`).
-    client.notes.bytes_sent += (head_bytes.len() + if head_only { 0 } else { len }) as u64;
-    let idle = gw.config.timeouts.client_idle;
-    let r = write_answer(&mut client.stream, head_bytes, body, head_only, idle).await;
+    let idle = client.idle_timeout();
+    let (stream, count) = client.stream_and_count();
+    *count += (head_bytes.len() + if head_only { 0 } else { len }) as u64;
+    let r = write_answer(stream, head_bytes, body, head_only, idle).await;
     (status, if r.is_ok() { after } else { ConnAfter::Close })
-}
-
-/// Records the fan-out's outcome for the access log (`ok`, `partial:<names>`, `failed:<call>`,
-/// `cancelled` when the client left); the string is built only when the access log is on.
-fn note_outcome(client: &mut Client, outcome: impl FnOnce() -> String) {
-    if client.shard.access_log.is_some() {
-        client.notes.fanout = Some(outcome());
-    }
 }
 
 /// Runs every call of `plan` concurrently until all have ended, a required one failed, or the
@@ -441,5 +385,4 @@ async fn gather(
     .await
 }
 #[cfg(test)]
-#[path = "fanout_tests.rs"]
 mod tests;

@@ -1,31 +1,13 @@
-//! Routes the gateway answers itself (`respond = { status, body, content_type }`): what nginx
-//! calls `return 200 "..."`, Envoy `direct_response` and HAProxy `http-request return`.
-//!
-//! The whole response (head and body) is rendered once per config generation, when the shard
-//! builds its [`Gateway`]: one [`CannedResponse`] per route, holding one `Bytes` for each way the
-//! connection can continue. Serving a request is then one `write_all` of a `Bytes` clone (a
-//! reference count, no allocation, no formatting); a HEAD sends a slice of the same bytes. The
-//! `Date` field is rewritten in place once per second (a new `Bytes` then, shared until the next
-//! second).
-//!
-//! A request body is read and discarded (bounded by `limits.max_body_bytes` and `client_idle`,
-//! like nginx's `ngx_http_discard_request_body`), so the connection stays usable. This module
-//! never touches an upstream.
-//!
-//! Like every answer the gateway makes, it carries a `Date` (RFC 9110 §6.6.1: an origin server
-//! with a clock must send one) and no `Server` field.
+//! The pre-rendered answer of a respond route: head and body rendered once per config generation
+//! for each way the connection can continue, and re-stamped with the current `Date` once a
+//! second. A leaf the gateway may import.
 
 use std::cell::RefCell;
 
 use bytes::{Bytes, BytesMut};
 
 use crate::config::RespondConfig;
-use crate::conn::{Client, ConnAfter, reason_phrase};
-use crate::gateway::Gateway;
-use crate::http::{BodyDecoder, BodyFraming, HeadWriter, HttpError, Method, RequestHead, Version};
-
-/// How much room a body read gets at least (the same window the proxy streams bodies with).
-const DISCARD_READ: usize = 32 * 1024;
+use crate::http::{ConnAfter, HeadWriter, Method, Version};
 
 /// One pre-rendered response: head + body, and where the head ends (what a HEAD gets).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,11 +26,7 @@ impl Rendered {
         let has_content = !matches!(cfg.status, 204 | 304);
         let mut out = BytesMut::with_capacity(128 + cfg.content_type.len() + cfg.body.len());
         let mut w = HeadWriter::new(&mut out);
-        w.status_line(
-            Version::Http11,
-            cfg.status,
-            reason_phrase(cfg.status).as_bytes(),
-        );
+        w.status(cfg.status);
         if has_content {
             w.header(b"Content-Type", cfg.content_type.as_bytes());
             w.header_u64(b"Content-Length", cfg.body.len() as u64);
@@ -127,107 +105,6 @@ impl CannedResponse {
         };
         rendered.for_method(method)
     }
-}
-
-/// Answers `head` with `canned`. Returns the status sent (0 when the client vanished or stalled
-/// while sending its body: the connection loop then answers 408 or just closes) and what happens
-/// to the client connection.
-///
-/// The request body, if any, is read and discarded first: a Content-Length over
-/// `max_body_bytes` is refused with 413 before a byte of it is read, a chunked body over it when
-/// it gets there, and malformed chunking is a 400; each closes the connection, as in the proxy.
-/// `Expect: 100-continue` is answered with `100 Continue` (the body is wanted, if only to be
-/// dropped). The connection then stays open exactly when the proxy would keep it: the client
-/// wants keep-alive and the shard is not draining.
-pub async fn serve(
-    client: &mut Client,
-    gw: &Gateway,
-    canned: &CannedResponse,
-    head: RequestHead,
-) -> (u16, ConnAfter) {
-    let framing = head.framing();
-    if framing != BodyFraming::Empty
-        // Boxed: the discard loop's state would otherwise size every respond exchange.
-        && let Err(outcome) = Box::pin(discard_body(client, gw, &head, framing)).await
-    {
-        return outcome;
-    }
-    let after = if head.keep_alive() && !client.shard.is_draining() {
-        ConnAfter::KeepAlive
-    } else {
-        ConnAfter::Close
-    };
-    let bytes = canned.bytes(head.method(), head.version(), after);
-    match client.write_all(bytes).await {
-        Ok(()) => (canned.status, after),
-        Err(_) => (canned.status, ConnAfter::Close),
-    }
-}
-
-/// Reads the request body off the connection and drops it, so the next request's head is the
-/// next thing in the buffer. `Err` carries the answer already given (or 0) and `Close`.
-async fn discard_body(
-    client: &mut Client,
-    gw: &Gateway,
-    head: &RequestHead,
-    framing: BodyFraming,
-) -> Result<(), (u16, ConnAfter)> {
-    let max = gw.config.limits.max_body_bytes;
-    if let BodyFraming::ContentLength(n) = framing
-        && n > max
-    {
-        let _ = client
-            .send_error(413, "body_too_large", None, ConnAfter::Close, &[])
-            .await;
-        return Err((413, ConnAfter::Close));
-    }
-    let mut body = BodyDecoder::new(framing).with_limit(max);
-    drop_buffered(&mut body, client).await?;
-    if !body.is_done() && head.expects_continue() && client.buf.is_empty() {
-        let go_on = Bytes::from_static(b"HTTP/1.1 100 Continue\r\n\r\n");
-        if client.write_all(go_on).await.is_err() {
-            return Err((0, ConnAfter::Close));
-        }
-    }
-    // Bounded: every pass reads at least one byte within `client_idle` (`read_more` gives up
-    // after that and marks the timeout, so the connection loop answers 408), and the decoder's
-    // limit caps the total.
-    while !body.is_done() {
-        if client.buf.capacity() - client.buf.len() < DISCARD_READ / 2 {
-            client.buf.reserve(DISCARD_READ);
-        }
-        match client.read_more().await {
-            Ok(n) if n > 0 => {}
-            _ => return Err((0, ConnAfter::Close)),
-        }
-        drop_buffered(&mut body, client).await?;
-    }
-    Ok(())
-}
-
-/// Validates and drops every piece of body in the client's buffer; answers a bad body.
-async fn drop_buffered(
-    body: &mut BodyDecoder,
-    client: &mut Client,
-) -> Result<(), (u16, ConnAfter)> {
-    // Bounded: each pass takes at least one byte off the buffer or stops.
-    while !body.is_done() {
-        match body.next_raw(&mut client.buf) {
-            Ok(Some(_dropped)) => {}
-            Ok(None) => break,
-            Err(e) => return Err(refuse(client, e).await),
-        }
-    }
-    Ok(())
-}
-
-/// Answers an invalid or over-limit body (400/413/501), then the connection closes.
-async fn refuse(client: &mut Client, e: HttpError) -> (u16, ConnAfter) {
-    let status = e.status();
-    let _ = client
-        .send_error(status, e.reason(), None, ConnAfter::Close, &[])
-        .await;
-    (status, ConnAfter::Close)
 }
 
 #[cfg(test)]

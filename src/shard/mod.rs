@@ -6,7 +6,6 @@
 //! `mpsc` queue and one byte on its control socketpair wakes the shard's control task (a socket,
 //! so both drivers wait on it the same way).
 
-use std::cell::{Cell, RefCell};
 use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::os::unix::net::UnixStream as StdUnixStream;
@@ -22,10 +21,16 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::access_log::{AccessLogWriter, ShardAccessLog};
 use crate::config::Config;
-use crate::gateway::Gateway;
+use crate::gateway::{Gateway, Live};
 use crate::io::{self as rio, Driver, Listener, LocalEvent, Runtime, Stream, UringOptions};
-use crate::metrics::{ShardMetrics, ShardSnapshot};
-use crate::proxy::ReadBufs;
+use crate::local::ShardLocal;
+use crate::metrics::ShardSnapshot;
+
+mod fds;
+mod state;
+
+pub use fds::raise_nofile_limit;
+pub use state::Shard;
 
 /// A message from the main thread to one shard.
 pub enum Command {
@@ -35,61 +40,6 @@ pub enum Command {
     Scrape(mpsc::Sender<ShardSnapshot>),
     /// Apply a new, already validated config to new requests; reply with the outcome.
     Reload(Arc<Config>, mpsc::Sender<Result<(), String>>),
-}
-
-/// Everything one shard owns. Lives in an `Rc` on the shard's thread; never shared across threads.
-pub struct Shard {
-    /// Shard index, 0-based.
-    pub id: usize,
-    /// The driver this shard runs.
-    pub driver: Driver,
-    /// The live config, routes and pools; replaced whole on reload, in-flight requests keep theirs.
-    gateway: RefCell<Rc<Gateway>>,
-    /// This shard's counters.
-    pub metrics: ShardMetrics,
-    /// Set when the shard starts draining.
-    pub draining: LocalEvent,
-    /// Open client connections on this shard.
-    open_conns: Cell<usize>,
-    /// This shard's share of the client connection limit: `limits.max_connections`, lowered to
-    /// keep a reserve of fds for backends under `RLIMIT_NOFILE` (see [`client_conn_limit`]).
-    conn_limit: usize,
-    /// Set when a connection closes while the accept loop waits below the limit.
-    below_limit: RefCell<Option<LocalEvent>>,
-    /// This shard's access log buffer, if the access log is on.
-    pub access_log: Option<ShardAccessLog>,
-    /// Spare backend read buffers for the proxy.
-    pub read_bufs: ReadBufs,
-}
-
-impl Shard {
-    /// The gateway (routes, upstream pools, config) for a request starting now.
-    pub fn gateway(&self) -> Rc<Gateway> {
-        self.gateway.borrow().clone()
-    }
-
-    /// Whether the shard is draining (responses then say `Connection: close`).
-    pub fn is_draining(&self) -> bool {
-        self.draining.is_set()
-    }
-
-    /// Number of open client connections on this shard.
-    pub fn open_connections(&self) -> usize {
-        self.open_conns.get()
-    }
-
-    fn conn_opened(&self) {
-        self.open_conns.set(self.open_conns.get() + 1);
-        self.metrics.conn_opened();
-    }
-
-    fn conn_closed(&self) {
-        self.open_conns.set(self.open_conns.get().saturating_sub(1));
-        self.metrics.conn_closed();
-        if let Some(ev) = self.below_limit.borrow_mut().take() {
-            ev.set();
-        }
-    }
 }
 
 /// A started set of shards, driven from the main thread.
@@ -227,87 +177,6 @@ fn bind_all(
     Ok((per_shard, resolved))
 }
 
-/// Fds every shard needs besides connections (its ring or epoll fd, wake-up and control fds,
-/// listeners), counted on top of those already open when the limit is computed.
-const FD_PER_SHARD: usize = 8;
-
-/// Fds kept for the rest of the process: admin connections (scrapes, probes), log files,
-/// a reload's config file.
-const FD_SLACK: usize = 16;
-
-/// How many client connections the whole gateway may hold without running out of fds for its
-/// backends: `max_connections`, lowered to fit under the open-files limit `nofile` (the soft
-/// `RLIMIT_NOFILE`, which `ringway run` raised to the hard limit at start). At least 1.
-///
-/// The reserve, never used for clients: the fds open now (`open_now`), [`FD_PER_SHARD`] per
-/// shard, [`FD_SLACK`], and room for every backend connection the pools may open
-/// (`backend_max`, the sum of `max_connections` over endpoints and shards) or, when fds are
-/// that scarce, half of what is left, since each proxied request in flight holds one client
-/// and one backend fd.
-///
-/// Without it, enough clients take every fd and each request then fails to connect to its
-/// backend (`EMFILE`, 502) while the gateway keeps accepting: it looks up but serves nothing.
-/// With it, the accept loop stops at the limit (it waits for a close, see [`accept_loop`]), the
-/// extra clients wait in the listen backlog, and the established ones keep being served.
-/// Computed once at start; a reload that adds endpoints does not recompute it.
-fn client_conn_limit(
-    max_connections: usize,
-    nofile: Option<usize>,
-    open_now: usize,
-    shards: usize,
-    backend_max: usize,
-) -> usize {
-    let Some(nofile) = nofile else {
-        return max_connections.max(1);
-    };
-    let fixed = open_now
-        .saturating_add(FD_SLACK)
-        .saturating_add(FD_PER_SHARD.saturating_mul(shards));
-    let avail = nofile.saturating_sub(fixed);
-    let backends = backend_max.min(avail / 2);
-    let by_fds = avail.saturating_sub(backends).max(1);
-    if by_fds < max_connections {
-        tracing::info!(
-            rlimit_nofile = nofile,
-            reserved_for_backends = backends,
-            reserved_other = fixed,
-            max_connections,
-            "open-files limit caps client connections at {by_fds}"
-        );
-    }
-    by_fds.min(max_connections).max(1)
-}
-
-/// The most backend connections `config`'s pools may hold at once over `shards` shards.
-fn backend_conn_max(config: &Config, shards: usize) -> usize {
-    config
-        .upstreams
-        .iter()
-        .map(|u| u.endpoints.len().saturating_mul(u.pool.max_connections))
-        .fold(0usize, usize::saturating_add)
-        .saturating_mul(shards)
-}
-
-/// Fds this process has open right now (`/proc/self/fd`, minus the one reading it).
-fn open_fds_now() -> usize {
-    std::fs::read_dir("/proc/self/fd").map_or(FD_SLACK, |d| d.count().saturating_sub(1))
-}
-
-/// The soft `RLIMIT_NOFILE`, if known and finite.
-fn nofile_soft_limit() -> Option<usize> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `lim` is a valid, writable rlimit struct; getrlimit only writes into it.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0
-        || lim.rlim_cur == libc::RLIM_INFINITY
-    {
-        return None;
-    }
-    usize::try_from(lim.rlim_cur).ok()
-}
-
 /// Starts `shards` threads on `driver` serving `config`.
 ///
 /// Returns once every shard has bound its listeners and built its event loop.
@@ -360,12 +229,12 @@ pub fn start(
             "io_uring features in use"
         );
     }
-    let conn_limit = client_conn_limit(
+    let conn_limit = fds::client_conn_limit(
         config.limits.max_connections,
-        nofile_soft_limit(),
-        open_fds_now(),
+        fds::nofile_soft_limit(),
+        fds::open_fds_now(),
         shards,
-        backend_conn_max(&config, shards),
+        fds::backend_conn_max(&config, shards),
     )
     .div_ceil(shards)
     .max(1);
@@ -619,23 +488,19 @@ async fn run_shard(
             return;
         }
     };
-    let shard = Rc::new(Shard {
+    let local = ShardLocal::new(id, access_log.map(ShardAccessLog::new));
+    let shard = Rc::new(Shard::new(
         id,
         driver,
-        gateway: RefCell::new(Rc::new(gateway)),
-        metrics: ShardMetrics::new(id),
-        draining: LocalEvent::new(),
-        open_conns: Cell::new(0),
+        local,
+        Live::new(gateway),
         conn_limit,
-        below_limit: RefCell::new(None),
-        access_log: access_log.map(ShardAccessLog::new),
-        read_bufs: ReadBufs::default(),
-    });
+    ));
     let _ = ready.send(Ok(id));
     drop(ready);
 
     rio::spawn(control_loop(shard.clone(), ctl, commands));
-    if shard.access_log.is_some() {
+    if shard.local().access_log().is_some() {
         // The only periodic shard work is flushing the access log; without one, no timer.
         rio::spawn(housekeeping(shard.clone()));
     }
@@ -652,7 +517,7 @@ async fn run_shard(
     while shard.open_connections() > 0 && Instant::now() < deadline {
         rio::sleep(Duration::from_millis(10)).await;
     }
-    if let Some(log) = &shard.access_log {
+    if let Some(log) = shard.local().access_log() {
         log.flush();
     }
     if shard.open_connections() > 0 {
@@ -667,7 +532,7 @@ async fn run_shard(
 /// Below this many free client slots a shard accepts one connection at a time. An armed
 /// multishot accept lets the kernel take every incoming connection, an fd each, however many the
 /// shard may still hold: near the limit that would eat the fds kept for backends (see
-/// [`client_conn_limit`]) and park accepted clients nobody serves.
+/// [`fds::client_conn_limit`]) and park accepted clients nobody serves.
 const MULTISHOT_MIN_HEADROOM: usize = 64;
 
 /// Accepts connections until the shard drains.
@@ -679,12 +544,11 @@ const MULTISHOT_MIN_HEADROOM: usize = 64;
 /// that): dropping it cancels it, closing the few connections the kernel may have accepted and
 /// not yet handed over, which can only happen at that switch, near the limit.
 async fn accept_loop(shard: Rc<Shard>, listener: Listener, multishot: bool) {
-    let headroom = |s: &Shard| s.conn_limit.saturating_sub(s.open_conns.get());
-    let mut multi = multishot && headroom(&shard) > MULTISHOT_MIN_HEADROOM;
+    let mut multi = multishot && shard.headroom() > MULTISHOT_MIN_HEADROOM;
     let mut incoming = listener.incoming(multi);
     // Bounded: each pass accepts one connection, waits for a close, backs off, or returns.
     loop {
-        let room = headroom(&shard);
+        let room = shard.headroom();
         let want_multi = multishot
             && if multi {
                 room > MULTISHOT_MIN_HEADROOM
@@ -698,23 +562,33 @@ async fn accept_loop(shard: Rc<Shard>, listener: Listener, multishot: bool) {
         if room == 0 {
             // Over the limit: wait for a close instead of accepting (no busy loop).
             let ev = LocalEvent::new();
-            *shard.below_limit.borrow_mut() = Some(ev.clone());
-            match select(Box::pin(ev.wait()), Box::pin(shard.draining.wait())).await {
+            shard.wake_below_limit(ev.clone());
+            match select(
+                Box::pin(ev.wait()),
+                Box::pin(shard.local().draining().wait()),
+            )
+            .await
+            {
                 Either::Left(_) => continue,
                 Either::Right(_) => return,
             }
         }
-        let accepted =
-            match select(Box::pin(incoming.next()), Box::pin(shard.draining.wait())).await {
-                Either::Left((r, _)) => r,
-                Either::Right(_) => return,
-            };
+        let accepted = match select(
+            Box::pin(incoming.next()),
+            Box::pin(shard.local().draining().wait()),
+        )
+        .await
+        {
+            Either::Left((r, _)) => r,
+            Either::Right(_) => return,
+        };
         match accepted {
             Ok((stream, peer)) => {
-                shard.metrics.accepted();
+                shard.local().metrics().accepted();
                 shard.conn_opened();
                 let shard = shard.clone();
-                let fut = crate::conn::serve(shard.clone(), stream, peer);
+                let local = shard.local().clone();
+                let fut = crate::conn::serve(local, shard.gateway().clone(), stream, peer);
                 // The task is this future: its size is an idle connection's memory cost
                 // (about 1.6 KB since dispatch and timeouts stopped inflating it).
                 rio::spawn(async move {
@@ -736,11 +610,11 @@ async fn accept_loop(shard: Rc<Shard>, listener: Listener, multishot: bool) {
 async fn housekeeping(shard: Rc<Shard>) {
     loop {
         let tick = rio::sleep(Duration::from_secs(1));
-        match select(Box::pin(tick), Box::pin(shard.draining.wait())).await {
+        match select(Box::pin(tick), Box::pin(shard.local().draining().wait())).await {
             Either::Left(_) => {}
             Either::Right(_) => return,
         }
-        if let Some(log) = &shard.access_log {
+        if let Some(log) = shard.local().access_log() {
             log.flush();
         }
     }
@@ -758,53 +632,24 @@ async fn control_loop(shard: Rc<Shard>, mut ctl: Stream, commands: mpsc::Receive
             match cmd {
                 Command::Drain => {
                     tracing::info!(shard = shard.id, "draining");
-                    shard.draining.set();
+                    shard.local().draining().set();
                 }
                 Command::Scrape(reply) => {
-                    let gw = shard.gateway();
-                    let _ = reply.send(shard.metrics.snapshot(&gw, shard.open_connections()));
+                    let pools = shard.gateway().current().pool_gauges();
+                    let metrics = shard.local().metrics();
+                    let _ = reply.send(metrics.snapshot(pools, shard.open_connections()));
                 }
                 Command::Reload(config, reply) => {
-                    let old = shard.gateway();
-                    let new = Gateway::build(config, Some(&old));
-                    *shard.gateway.borrow_mut() = Rc::new(new);
+                    let old = shard.gateway().current();
+                    shard.gateway().replace(Gateway::build(config, Some(&old)));
                     let _ = reply.send(Ok(()));
                 }
             }
         }
         if closed {
             // The main thread is gone: drain so the process can finish.
-            shard.draining.set();
+            shard.local().draining().set();
             return;
         }
-    }
-}
-
-#[cfg(test)]
-mod fd_budget_tests {
-    use super::{FD_PER_SHARD, FD_SLACK, client_conn_limit};
-
-    #[test]
-    fn scarce_fds_are_split_between_clients_and_backends() {
-        // 64 fds, 18 open, one shard: 22 left, 11 for backends, 11 for clients.
-        let fixed = 18 + FD_SLACK + FD_PER_SHARD;
-        assert_eq!(fixed, 42);
-        assert_eq!(client_conn_limit(20_000, Some(64), 18, 1, 256), 11);
-    }
-
-    #[test]
-    fn plenty_of_fds_reserve_what_the_pools_may_open() {
-        // 20,000 fds, one endpoint of 256 connections on one shard.
-        assert_eq!(
-            client_conn_limit(20_000, Some(20_000), 18, 1, 256),
-            20_000 - 18 - FD_SLACK - FD_PER_SHARD - 256
-        );
-        assert_eq!(client_conn_limit(100, Some(1 << 20), 18, 4, 4096), 100);
-    }
-
-    #[test]
-    fn unknown_or_exhausted_limits() {
-        assert_eq!(client_conn_limit(20_000, None, 18, 1, 256), 20_000);
-        assert_eq!(client_conn_limit(20_000, Some(10), 18, 1, 256), 1);
     }
 }

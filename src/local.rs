@@ -1,0 +1,57 @@
+//! What the requests of one shard share: its counters, its drain signal, its access-log buffer
+//! and its spare backend read buffers.
+//!
+//! The shard builds one [`ShardLocal`] and every client connection holds an `Rc` to it. It knows
+//! nothing of routes or config generations (the connection loop gets those from
+//! [`crate::gateway::Live`]), so the request path below the connection loop depends on this leaf
+//! and never on the shard itself. Plain `Cell`/`RefCell` state on the shard's thread: no locks.
+
+use crate::access_log::ShardAccessLog;
+use crate::io::LocalEvent;
+use crate::metrics::ShardMetrics;
+use crate::upstream::ReadBufs;
+
+/// One shard's request-path state (see the module doc).
+pub struct ShardLocal {
+    metrics: ShardMetrics,
+    draining: LocalEvent,
+    access_log: Option<ShardAccessLog>,
+    read_bufs: ReadBufs,
+}
+
+impl ShardLocal {
+    /// The state of shard `id`, writing access-log lines to `access_log` when it is on.
+    pub fn new(id: usize, access_log: Option<ShardAccessLog>) -> ShardLocal {
+        ShardLocal {
+            metrics: ShardMetrics::new(id),
+            draining: LocalEvent::new(),
+            access_log,
+            read_bufs: ReadBufs::default(),
+        }
+    }
+
+    /// This shard's counters.
+    pub fn metrics(&self) -> &ShardMetrics {
+        &self.metrics
+    }
+
+    /// Set when the shard starts draining.
+    pub fn draining(&self) -> &LocalEvent {
+        &self.draining
+    }
+
+    /// Whether the shard is draining (answers then say `Connection: close`).
+    pub fn is_draining(&self) -> bool {
+        self.draining.is_set()
+    }
+
+    /// This shard's access-log buffer, if the access log is on.
+    pub fn access_log(&self) -> Option<&ShardAccessLog> {
+        self.access_log.as_ref()
+    }
+
+    /// Spare backend read buffers.
+    pub fn read_bufs(&self) -> &ReadBufs {
+        &self.read_bufs
+    }
+}

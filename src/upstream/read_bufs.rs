@@ -1,0 +1,108 @@
+//! A shard's spare backend read buffers, so an exchange does not allocate one (plus the shared
+//! header `bytes` adds at the first split) each time.
+//!
+//! Zero copy is unchanged: body pieces are still split off the buffer and written as they are.
+//! A buffer goes back only after the exchange, and only the room its handle owns exclusively is
+//! reused (`BytesMut::try_reclaim`): it never overlaps a piece still held elsewhere (a write
+//! cancelled mid-flight, the access log); if that room is too small, the buffer is dropped.
+
+use std::cell::RefCell;
+
+use bytes::BytesMut;
+
+/// Size of a backend connection's read buffer (and the most a response body read takes at once).
+pub const UPSTREAM_READ_BUF: usize = 16 * 1024;
+
+/// Most spare backend read buffers a shard keeps ([`ReadBufs`]): at least 1 MiB at most.
+const MAX_SPARE_READ_BUFS: usize = 64;
+
+/// Largest spare read buffer kept: one that grew for a big head goes back to the allocator.
+pub(crate) const MAX_SPARE_READ_BUF: usize = 4 * UPSTREAM_READ_BUF;
+
+/// The spare read buffers of one shard (see the module doc).
+#[derive(Default)]
+pub struct ReadBufs {
+    spare: RefCell<Vec<BytesMut>>,
+}
+
+impl ReadBufs {
+    /// An empty read buffer with room for [`UPSTREAM_READ_BUF`] bytes: a spare one if any.
+    pub fn take(&self) -> BytesMut {
+        self.spare
+            .borrow_mut()
+            .pop()
+            .unwrap_or_else(|| BytesMut::with_capacity(UPSTREAM_READ_BUF))
+    }
+
+    /// Keeps `buf` for a later exchange, emptied, when it can take a full read without growing.
+    pub fn put_back(&self, mut buf: BytesMut) {
+        let mut spare = self.spare.borrow_mut();
+        if spare.len() >= MAX_SPARE_READ_BUFS || buf.capacity() > MAX_SPARE_READ_BUF {
+            return;
+        }
+        buf.clear();
+        // Checked again after the reclaim: it rewinds the handle over the whole allocation, so
+        // only now does `capacity` show a buffer that grew for a big head (and is not kept).
+        if buf.try_reclaim(UPSTREAM_READ_BUF) && buf.capacity() <= MAX_SPARE_READ_BUF {
+            spare.push(buf);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A head and a body split off a read buffer, as an exchange does.
+    fn exchange(buf: &mut BytesMut) -> (bytes::Bytes, bytes::Bytes) {
+        buf.extend_from_slice(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello");
+        let head = buf.split_to(buf.len() - 5).freeze();
+        let body = buf.split_to(5).freeze();
+        (head, body)
+    }
+
+    #[test]
+    fn spare_read_buffer_is_reused_whole() {
+        let bufs = ReadBufs::default();
+        let mut buf = bufs.take();
+        let start = buf.as_ptr();
+        let (head, body) = exchange(&mut buf);
+        // Written and dropped: nothing points into the buffer any more.
+        drop((head, body));
+        bufs.put_back(buf);
+        let again = bufs.take();
+        assert_eq!(again.as_ptr(), start, "the same allocation, from its start");
+        assert!(again.is_empty() && again.capacity() >= UPSTREAM_READ_BUF);
+    }
+
+    #[test]
+    fn spare_read_buffer_with_a_piece_still_held_is_not_kept() {
+        let bufs = ReadBufs::default();
+        let mut buf = bufs.take();
+        let first = buf.as_ptr() as usize..buf.as_ptr() as usize + buf.capacity();
+        // A piece still held elsewhere (e.g. by a write cancelled mid-flight): the allocation is
+        // shared, so it must not go back on the list (its room could not be reclaimed anyway).
+        let (_head, body) = exchange(&mut buf);
+        bufs.put_back(buf);
+        let again = bufs.take();
+        let at = again.as_ptr() as usize;
+        assert!(
+            !first.contains(&at),
+            "a buffer whose allocation is still shared came back from the spare list"
+        );
+        assert_eq!(&body[..], b"hello");
+    }
+
+    #[test]
+    fn spare_read_buffer_that_grew_is_not_kept() {
+        let bufs = ReadBufs::default();
+        let mut buf = bufs.take();
+        // A big response head made it grow past what a spare buffer may hold.
+        buf.extend_from_slice(&vec![b'h'; MAX_SPARE_READ_BUF + 1]);
+        let grown = buf.as_ptr();
+        let head = buf.split().freeze();
+        drop(head);
+        bufs.put_back(buf);
+        assert_ne!(bufs.take().as_ptr(), grown, "a grown buffer was kept");
+    }
+}
