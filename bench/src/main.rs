@@ -33,16 +33,16 @@ struct SuiteArgs {
     /// A few seconds per scenario and 1 round (under 3 minutes in all).
     #[arg(long)]
     quick: bool,
-    /// Output directory.
-    #[arg(long, default_value = "bench-out")]
-    out: std::path::PathBuf,
+    /// Output directory (default: bench/results/<date>-<short cpu name>/, a new one per run).
+    #[arg(long)]
+    out: Option<std::path::PathBuf>,
     /// Comma-separated targets: ringway-uring, ringway-epoll, direct, nginx, haproxy (default:
     /// these five); also the io_uring variants ringway-uring-no-<feature> (multishot_accept, pool_peek,
     /// buffer_ring, defer_taskrun, coop_taskrun, single_issuer) and ringway-uring-5.10 (all off).
     #[arg(long, value_delimiter = ',')]
     targets: Option<Vec<String>>,
     /// Comma-separated scenarios: hello, proxy-small, proxy-256, proxy-64k, proxy-uds, fanout-4,
-    /// pipelined, idle-10k (default: all).
+    /// pipelined, idle-10k, latency-open (default: all).
     #[arg(long, value_delimiter = ',')]
     scenarios: Option<Vec<String>>,
     /// Rounds (default 3, or 1 with --quick).
@@ -51,7 +51,7 @@ struct SuiteArgs {
     /// ringway binary (default: target/release/ringway of this workspace, then PATH).
     #[arg(long)]
     ringway: Option<std::path::PathBuf>,
-    /// Measured duration per run (tests use it to stay short).
+    /// Measured duration per window (tests use it to stay short).
     #[arg(long, hide = true, value_parser = parse_duration)]
     duration: Option<Duration>,
 }

@@ -153,6 +153,8 @@ pub struct Tools {
     pub nginx: Option<PathBuf>,
     /// haproxy binary.
     pub haproxy: Option<PathBuf>,
+    /// wrk, the external load generator the suite's own client is checked against.
+    pub wrk: Option<PathBuf>,
 }
 
 /// Finds an executable on PATH (and the sbin directories Debian installs servers into).
@@ -181,6 +183,7 @@ impl Tools {
             ringway,
             nginx: which("nginx"),
             haproxy: which("haproxy"),
+            wrk: which("wrk"),
         }
     }
 
