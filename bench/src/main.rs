@@ -26,6 +26,40 @@ enum Cmd {
     Load(LoadArgs),
     /// Benchmark suite: scenarios × targets in interleaved rounds; writes results.json, report.md, SVGs.
     Suite(SuiteArgs),
+    /// Paired A/B of two ringway builds or drivers, both up at once, load alternating, order
+    /// flipped every pair; prints paired median ratios with bootstrap 95% intervals.
+    Ab(AbArgs),
+}
+
+#[derive(clap::Args)]
+struct AbArgs {
+    /// Build A (a ringway binary).
+    #[arg(long)]
+    a: std::path::PathBuf,
+    /// Build B (may be the same binary as A with other --b-args).
+    #[arg(long)]
+    b: std::path::PathBuf,
+    /// Extra `ringway run` arguments of A, one string: "--io epoll".
+    #[arg(long, default_value = "", allow_hyphen_values = true)]
+    a_args: String,
+    /// Extra `ringway run` arguments of B.
+    #[arg(long, default_value = "", allow_hyphen_values = true)]
+    b_args: String,
+    /// Suite scenario (closed loop).
+    #[arg(long, default_value = "proxy-256")]
+    scenario: String,
+    /// Pairs of slices (each pair loads A and B once).
+    #[arg(long, default_value_t = 12)]
+    pairs: usize,
+    /// Length of one slice, e.g. 2s.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    slice: Duration,
+    /// Warm-up of each build before the first pair.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    warmup: Duration,
+    /// Write ab.json and ab.md here too.
+    #[arg(long)]
+    out: Option<std::path::PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -131,6 +165,18 @@ fn main() -> ExitCode {
     let res = match cli.cmd {
         Cmd::Backend(a) => run_backend(a),
         Cmd::Load(a) => run_load(a),
+        Cmd::Ab(a) => ringway_bench::ab::run(&ringway_bench::ab::AbOptions {
+            a: a.a,
+            b: a.b,
+            a_args: a.a_args.split_whitespace().map(String::from).collect(),
+            b_args: a.b_args.split_whitespace().map(String::from).collect(),
+            scenario: a.scenario,
+            pairs: a.pairs,
+            slice: a.slice,
+            warmup: a.warmup,
+            out: a.out,
+        })
+        .map(|_| ()),
         Cmd::Suite(a) => suite::run(&SuiteOptions {
             quick: a.quick,
             out: a.out,

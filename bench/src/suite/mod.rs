@@ -13,7 +13,7 @@ mod charts;
 mod goals;
 pub mod host;
 pub mod idle;
-mod measure;
+pub mod measure;
 pub mod report;
 pub mod scenarios;
 mod summary;
@@ -223,7 +223,7 @@ fn now_secs() -> i64 {
 }
 
 /// RFC 3339 UTC timestamp without a date crate.
-fn utc_now() -> String {
+pub fn utc_now() -> String {
     let (y, m, d, hh, mm, ss) = civil(now_secs());
     format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}Z")
 }
@@ -454,17 +454,8 @@ pub fn run(opts: &SuiteOptions) -> anyhow::Result<(Results, PathBuf)> {
 }
 
 /// Median of one field over rounds.
-pub fn med(mut v: Vec<f64>) -> Option<f64> {
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    Some(if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    })
+pub fn med(v: Vec<f64>) -> Option<f64> {
+    crate::stats::median(&v)
 }
 
 /// Field-wise median over rounds (each field independently, as is usual for benchmark tables).

@@ -325,10 +325,64 @@ pub fn start(t: TargetKind, tools: &Tools, s: &TargetSetup<'_>) -> Result<Runnin
             cmd.arg("-db").arg("-f").arg(&cfg);
         }
     }
+    spawn_ready(cmd, bin, name, addr, tcp_addr, log, s.cpus)
+}
+
+/// The `--io` value in a list of extra ringway arguments (`--io epoll` or `--io=epoll`).
+pub fn io_in_args(args: &[String]) -> Option<&str> {
+    args.iter().enumerate().find_map(|(i, a)| {
+        if a == "--io" {
+            args.get(i + 1).map(String::as_str)
+        } else {
+            a.strip_prefix("--io=")
+        }
+    })
+}
+
+/// Starts one ringway build for an A/B: `bin run --config <generated> --shards 1 <args>`, the
+/// config's driver taken from `--io` in `args` (uring when absent, and then `--io uring` is
+/// passed too). `name` names its config and log files.
+///
+/// # Errors
+/// As [`start`].
+pub fn start_ringway_build(
+    bin: &Path,
+    args: &[String],
+    name: &str,
+    s: &TargetSetup<'_>,
+) -> Result<RunningTarget, String> {
+    let port = free_port().map_err(|e| format!("free port: {e}"))?;
+    let admin = free_port().map_err(|e| format!("free port: {e}"))?;
+    let tcp_addr = format!("127.0.0.1:{port}");
+    let addr = Addr::Tcp(tcp_addr.parse().map_err(|e| format!("{e}"))?);
+    let io = io_in_args(args).unwrap_or("uring");
+    let cfg = s.dir.join(format!("{name}.toml"));
+    write(&cfg, &ringway_config(&tcp_addr, admin, io, &[], s))?;
+    let mut cmd = Command::new(bin);
+    cmd.arg("run").arg("--config").arg(&cfg);
+    cmd.args(["--shards", "1"]);
+    if io_in_args(args).is_none() {
+        cmd.args(["--io", "uring"]);
+    }
+    cmd.args(args);
+    let log = s.dir.join(format!("{name}.log"));
+    spawn_ready(cmd, bin, name, addr, tcp_addr, log, s.cpus)
+}
+
+/// Spawns `cmd` pinned to `cpus` with its output in `log`, and waits until it accepts.
+fn spawn_ready(
+    mut cmd: Command,
+    bin: &Path,
+    name: &str,
+    addr: Addr,
+    tcp_addr: String,
+    log: PathBuf,
+    cpus: &[usize],
+) -> Result<RunningTarget, String> {
     let logf = std::fs::File::create(&log).map_err(|e| format!("log file: {e}"))?;
     let logf2 = logf.try_clone().map_err(|e| format!("log file: {e}"))?;
     cmd.stdin(Stdio::null()).stdout(logf).stderr(logf2);
-    let cpus = s.cpus.to_vec();
+    let cpus = cpus.to_vec();
     // SAFETY: the hook runs between fork and exec; it only calls sched_setaffinity, which is
     // async-signal-safe, on a set built before the fork (no allocation in the child).
     unsafe {
