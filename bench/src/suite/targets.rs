@@ -506,7 +506,8 @@ fn ssi_page() -> String {
     format!("{{{}}}", parts.join(","))
 }
 
-/// nginx: 1 worker, no access log, upstream keepalive, HTTP/1.1 to the upstream.
+/// nginx: 1 worker, no access log, upstream keepalive, HTTP/1.1 to the upstream, proxy buffers
+/// that hold a 64 KiB answer in memory and never a temp file (bench/README.md, "Fair peers").
 fn nginx_config(listen: &str, dir: &Path, s: &TargetSetup<'_>) -> String {
     let d = dir.display();
     let servers: String = s
@@ -547,7 +548,8 @@ fn nginx_config(listen: &str, dir: &Path, s: &TargetSetup<'_>) -> String {
             ),
             format!(
                 "  location = /page {{ root {d}/www; default_type application/json; ssi on; ssi_types *; }}\n\
-                 \x20 location / {{ proxy_pass http://b; proxy_http_version 1.1; proxy_set_header Connection \"\"; }}\n"
+                 \x20 location / {{ proxy_pass http://b; proxy_http_version 1.1; proxy_set_header Connection \"\";\n\
+                 \x20   proxy_buffer_size 16k; proxy_buffers 8 16k; proxy_max_temp_file_size 0; }}\n"
             ),
         )
     };
@@ -647,6 +649,17 @@ mod tests {
             c.find("/page").unwrap_or(usize::MAX) < c.find("path_prefix = \"/\"\n").unwrap_or(0)
         );
         assert!(ssi_page().matches("<!--# include virtual=").count() == 4);
+        // nginx holds a 64 KiB body in memory (8 × 16 KiB) and never spills it to a temp file.
+        let n = nginx_config("127.0.0.1:8080", Path::new("/tmp"), &s);
+        for want in [
+            "proxy_buffers 8 16k;",
+            "proxy_buffer_size 16k;",
+            "proxy_max_temp_file_size 0;",
+            "keepalive 64;",
+            "access_log off;",
+        ] {
+            assert!(n.contains(want), "missing {want:?} in:\n{n}");
+        }
         assert!(!c.contains("[io_uring]"), "no overrides asked:\n{c}");
     }
 
