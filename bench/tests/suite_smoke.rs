@@ -128,6 +128,14 @@ fn quick_suite_writes_complete_results() {
     } else {
         assert!(m["syscalls_per_req"].is_null(), "{c}");
     }
+    // proxy-small is checked with wrk too when wrk is installed.
+    if host["wrk"].is_string() {
+        assert!(f(m, "wrk_rps") > 0.0, "{c}");
+        assert_eq!(m["wrk_errors"].as_u64(), Some(0), "{c}");
+        assert!(f(m, "wrk_cpu_us_per_req") > 0.0, "{c}");
+    } else {
+        assert!(m["wrk_rps"].is_null(), "{c}");
+    }
     if meta["alloc_probes"] == false {
         assert!(m["allocs_per_req"].is_null(), "{c}");
     }
