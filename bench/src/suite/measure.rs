@@ -25,7 +25,7 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Rough start-up plus stop time of one target, for the time estimate.
 const START_STOP_S: f64 = 0.6;
 /// Rough time of one idle-10k run, for the time estimate.
-const IDLE_RUN_S: f64 = 8.0;
+const IDLE_RUN_S: f64 = 4.0;
 
 /// Shared inputs of every run.
 pub struct RunCtx<'a> {

@@ -158,7 +158,7 @@ pub fn summary(r: &Results, s: &mut String) {
     if m.perf {
         let _ = writeln!(
             s,
-            "Syscalls and heap allocations per request (separate traced window{}):\n",
+            "Syscalls · heap allocations per request (separate traced window{}; **bold**: the fewest syscalls):\n",
             if m.alloc_probes {
                 "; malloc+calloc+realloc uprobes"
             } else {
