@@ -328,6 +328,25 @@ fn line(what: &str, p: &Option<Paired>, better: &str) -> String {
     }
 }
 
+/// One sentence to cite: "B's CPU per request is 0.954× A's (95% interval 0.93–0.98), B
+/// cheaper in 10 of 12 pairs", and whether the interval excludes 1.
+pub fn verdict(c: &Comparison) -> String {
+    let Some(p) = &c.cpu else {
+        return "no pairs to compare".into();
+    };
+    let call = if p.ci95.1 < 1.0 {
+        "B is cheaper: the interval excludes 1"
+    } else if p.ci95.0 > 1.0 {
+        "B is dearer: the interval excludes 1"
+    } else {
+        "no difference shown: the interval includes 1"
+    };
+    format!(
+        "B's CPU per request is {:.3}× A's (95% interval {:.3}–{:.3}), B cheaper in {} of {} pairs; {call}.",
+        p.median_ratio, p.ci95.0, p.ci95.1, p.b_won, p.n
+    )
+}
+
 /// The A/B as markdown: host, the ratio table, every pair.
 pub fn markdown(r: &AbResult) -> String {
     use std::fmt::Write as _;
@@ -361,6 +380,7 @@ pub fn markdown(r: &AbResult) -> String {
     ] {
         let _ = writeln!(s, "{l}");
     }
+    let _ = writeln!(s, "\n{}", verdict(c));
     let med = |f: &dyn Fn(&Slice) -> f64, side: Side| {
         let v: Vec<f64> = r
             .pairs
@@ -499,5 +519,30 @@ mod tests {
             "{md}"
         );
         assert!(md.contains("| 6/12 | < 1 |"), "{md}");
+        // 6 ratios at 1.012 and 6 at 0.836: the interval spans 1, so no claim.
+        assert!(
+            md.contains(
+                "B cheaper in 6 of 12 pairs; no difference shown: the interval includes 1."
+            ),
+            "{md}"
+        );
+        let clear = compare(
+            &run_pairs(12, |side, first| {
+                let cpu = if side == Side::B { 18.0 } else { 20.0 };
+                Ok(Slice {
+                    requests: 1,
+                    rps: 1.0,
+                    user_us: cpu / 2.0,
+                    sys_us: cpu / 2.0,
+                    first,
+                    ..Slice::default()
+                })
+            })
+            .expect("pairs"),
+        );
+        assert_eq!(
+            verdict(&clear),
+            "B's CPU per request is 0.900× A's (95% interval 0.900–0.900), B cheaper in 12 of 12 pairs; B is cheaper: the interval excludes 1."
+        );
     }
 }
