@@ -241,6 +241,10 @@ fn quick_hello_and_open_loop_with_ringway() {
             "offered {offered} at {pct}% of {max}: {c}"
         );
         assert!(f(m, "rps") <= offered * 1.1, "achieved above offered: {c}");
+        assert!(
+            f(m, "send_lag_p99_us") >= 0.0,
+            "open loop records the timer lag: {c}"
+        );
     }
     assert!(out.path().join("latency_open_p99.svg").is_file());
 }

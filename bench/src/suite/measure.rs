@@ -315,8 +315,9 @@ pub fn open_loop_rounds(
                             .iter()
                             .map(|r| {
                                 let cfg = open_config(ctx, sc, &rt, ctx.win.duration, *r);
-                                window(ctx, &rt, &cfg).map(|mut m| {
+                                window(ctx, &rt, &cfg).map(|(mut m, lag)| {
                                     m.offered_rps = Some(*r);
+                                    m.send_lag_p99_us = lag;
                                     m
                                 })
                             })
@@ -476,14 +477,20 @@ fn per_req_us(d: Duration, reqs: u64) -> f64 {
     d.as_secs_f64() * 1e6 / reqs.max(1) as f64
 }
 
-/// One untraced window as [`Metrics`].
-fn window(ctx: &RunCtx<'_>, rt: &RunningTarget, cfg: &LoadConfig) -> Result<Metrics, String> {
+/// One untraced window as [`Metrics`], with the p99 of the client's send lag (µs) when any
+/// request was sent by the timer (open loop).
+fn window(
+    ctx: &RunCtx<'_>,
+    rt: &RunningTarget,
+    cfg: &LoadConfig,
+) -> Result<(Metrics, Option<f64>), String> {
     let w = load_window(rt.pid(), cfg, ctx.client_cpus, ctx.target_cpus)?;
     let r = &w.load;
     if r.requests == 0 {
         return Err(format!("no responses (errors: {:?})", r.errors));
     }
-    Ok(Metrics {
+    let lag = (!r.send_lag.is_empty()).then(|| r.send_lag.value_at_quantile(0.99) as f64 / 1000.0);
+    let m = Metrics {
         requests: r.requests,
         errors: r.errors.total(),
         rps: r.rps(),
@@ -502,7 +509,8 @@ fn window(ctx: &RunCtx<'_>, rt: &RunningTarget, cfg: &LoadConfig) -> Result<Metr
         target_core_busy: w.target_busy,
         duration_s: r.elapsed.as_secs_f64(),
         ..Metrics::default()
-    })
+    };
+    Ok((m, lag))
 }
 
 fn measure(ctx: &RunCtx<'_>, sc: &Scenario, rt: &RunningTarget) -> Result<Metrics, String> {
@@ -517,7 +525,7 @@ fn measure(ctx: &RunCtx<'_>, sc: &Scenario, rt: &RunningTarget) -> Result<Metric
     // Warm-up: fill pools, fault in memory, let the target reach steady state.
     load::run(&load_config(ctx.threads, sc, rt, ctx.win.warmup))
         .map_err(|e| format!("warm-up: {e}"))?;
-    let mut m = window(ctx, rt, &load_config(ctx.threads, sc, rt, ctx.win.duration))?;
+    let (mut m, _) = window(ctx, rt, &load_config(ctx.threads, sc, rt, ctx.win.duration))?;
     if let (true, Some(w), Addr::Tcp(a)) = (sc.wrk_check, &ctx.tools.wrk, &rt.addr) {
         let c0 = procfs::core_times(ctx.client_cpus);
         let cpu0 = procfs::tree_cpu_split(pid);

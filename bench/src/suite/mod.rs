@@ -67,6 +67,9 @@ pub struct Metrics {
     pub rps: f64,
     /// Open loop: the scheduled rate (requests per second); None for closed loop.
     pub offered_rps: Option<f64>,
+    /// Open loop: p99 of how late the client's own timer sent requests whose connection was
+    /// free at the scheduled time, µs (those latencies count from the real send).
+    pub send_lag_p99_us: Option<f64>,
     /// Latency percentiles and max, microseconds.
     pub p50_us: f64,
     /// 90th percentile.
@@ -470,6 +473,7 @@ pub fn median(rounds: &[Metrics]) -> Option<Metrics> {
         errors: f(&|m| m.errors as f64) as u64,
         rps: f(&|m| m.rps),
         offered_rps: o(&|m| m.offered_rps),
+        send_lag_p99_us: o(&|m| m.send_lag_p99_us),
         p50_us: f(&|m| m.p50_us),
         p90_us: f(&|m| m.p90_us),
         p99_us: f(&|m| m.p99_us),

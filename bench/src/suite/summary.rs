@@ -207,7 +207,7 @@ fn open_loop_table(r: &Results, s: &mut String) {
     );
     let _ = writeln!(
         s,
-        "| load | target | offered req/s | achieved req/s | p50 µs | p99 µs | p99.9 µs | max µs | CPU µs/req (user + kernel) | errors |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "| load | target | offered req/s | achieved req/s | p50 µs | p99 µs | p99.9 µs | max µs | CPU µs/req (user + kernel) | errors | client timer lag p99 µs |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
     for pct in OPEN_LOOP_LOADS {
         let sc = format!("latency-open-{pct}");
@@ -217,7 +217,7 @@ fn open_loop_table(r: &Results, s: &mut String) {
                 Some(m) => {
                     let _ = writeln!(
                         s,
-                        "| {pct}% | {} | {} | {} | {} | {} | {} | {} | {} ({} + {}) | {} |",
+                        "| {pct}% | {} | {} | {} | {} | {} | {} | {} | {} ({} + {}) | {} | {} |",
                         c.target,
                         thousands(m.offered_rps.unwrap_or(0.0)),
                         thousands(m.rps),
@@ -228,13 +228,14 @@ fn open_loop_table(r: &Results, s: &mut String) {
                         f1(m.cpu_us_per_req),
                         f1(m.cpu_user_us_per_req),
                         f1(m.cpu_sys_us_per_req),
-                        m.errors
+                        m.errors,
+                        m.send_lag_p99_us.map_or("–".into(), thousands)
                     );
                 }
                 None => {
                     let _ = writeln!(
                         s,
-                        "| {pct}% | {} | {}: {} | | | | | | | |",
+                        "| {pct}% | {} | {}: {} | | | | | | | | |",
                         c.target,
                         c.status,
                         c.note.as_deref().unwrap_or("").replace('|', "/")
@@ -245,7 +246,7 @@ fn open_loop_table(r: &Results, s: &mut String) {
     }
     let _ = writeln!(
         s,
-        "\nA target whose achieved rate falls short of the offered one could not keep up: its queue shows in the percentiles, as it should.\n"
+        "\nA target whose achieved rate falls short of the offered one could not keep up: its queue shows in the percentiles, as it should. A request whose connection was still busy at its scheduled time counts from that time; one whose connection was free counts from the real send, and `client timer lag` is how late the client's own 1 ms timer sent those: a large lag means the client missed its schedule.\n"
     );
 }
 
