@@ -170,13 +170,16 @@ impl Tools {
     /// Looks for every tool; `ringway` overrides the ringway binary path.
     pub fn discover(ringway: Option<PathBuf>) -> Tools {
         let ringway = ringway.or_else(|| {
-            // The workspace's release build, then PATH.
+            // The build next to this binary (same profile and target dir, CARGO_TARGET_DIR or
+            // not), then the workspace's release build, then PATH.
+            let sibling = std::env::current_exe()
+                .ok()
+                .and_then(|e| Some(e.parent()?.join("ringway")));
             let ws = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/ringway");
-            if ws.is_file() {
-                Some(ws)
-            } else {
-                which("ringway")
-            }
+            sibling
+                .filter(|p| p.is_file())
+                .or_else(|| ws.is_file().then_some(ws))
+                .or_else(|| which("ringway"))
         });
         Tools {
             self_exe: std::env::current_exe().ok(),
@@ -383,10 +386,16 @@ fn spawn_ready(
     let logf2 = logf.try_clone().map_err(|e| format!("log file: {e}"))?;
     cmd.stdin(Stdio::null()).stdout(logf).stderr(logf2);
     let cpus = cpus.to_vec();
-    // SAFETY: the hook runs between fork and exec; it only calls sched_setaffinity, which is
-    // async-signal-safe, on a set built before the fork (no allocation in the child).
+    // SAFETY: the hook runs between fork and exec; it only makes two syscalls (prctl and
+    // sched_setaffinity, both async-signal-safe) on data built before the fork, no allocation.
     unsafe {
-        cmd.pre_exec(move || crate::procfs::set_affinity(0, &cpus));
+        cmd.pre_exec(move || {
+            // A suite killed mid-run (Ctrl-C) takes its targets with it instead of leaving them
+            // pinned and listening. The parent is this process's main thread, which forks every
+            // target and lives as long as the process.
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            crate::procfs::set_affinity(0, &cpus)
+        });
     }
     let child = cmd
         .spawn()
