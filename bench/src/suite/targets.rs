@@ -727,6 +727,31 @@ mod tests {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
+        // The proxy config too (buffers, temp-file limit, upstream keepalive), with a backend.
+        if let Some(nginx) = &tools.nginx {
+            let sc64 = scenarios::by_name("proxy-64k").expect("scenario");
+            let be = ["127.0.0.1:9001".parse().expect("addr")];
+            let p = TargetSetup {
+                scenario: &sc64,
+                backends: &be,
+                ..s
+            };
+            let conf = dir.path().join("nginx-proxy.conf");
+            std::fs::write(&conf, nginx_config("127.0.0.1:8080", dir.path(), &p)).expect("write");
+            let out = Command::new(nginx)
+                .arg("-t")
+                .arg("-p")
+                .arg(dir.path())
+                .arg("-c")
+                .arg(&conf)
+                .output()
+                .expect("nginx -t");
+            assert!(
+                out.status.success(),
+                "nginx -t (proxy): {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
         if let Some(haproxy) = &tools.haproxy {
             let conf = dir.path().join("haproxy.cfg");
             std::fs::write(&conf, haproxy_config("127.0.0.1:8080", &s)).expect("write");
