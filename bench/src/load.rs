@@ -433,7 +433,10 @@ async fn conn_loop(cfg: &LoadConfig, id: usize, start: Instant, deadline: Instan
     tokio::time::sleep_until(start.into()).await;
     let mut conn: Option<(Stream, Reader)> = None;
     // Bounded by the deadline: every iteration either sends a batch, sleeps, or fails and pauses.
-    while Instant::now() < deadline {
+    // The first iteration runs even past the deadline: on a starved machine a thread can start
+    // after a short window closed, and a window with no request at all measures nothing.
+    let mut first = true;
+    while std::mem::take(&mut first) || Instant::now() < deadline {
         let (s, rd) = match conn.as_mut() {
             Some(c) => c,
             None => match connect(cfg).await {
