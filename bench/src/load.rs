@@ -110,6 +110,10 @@ pub struct LoadReport {
     pub elapsed: Duration,
     /// Latency histogram in nanoseconds.
     pub hist: Histogram<u64>,
+    /// Open loop: how late our own timer sent a request whose connection was free at its
+    /// scheduled time (ns). Latency of those counts from the real send, so this is the part of
+    /// the schedule the client, not the target, missed.
+    pub send_lag: Histogram<u64>,
     /// CPU time (user + system) the worker threads used, from `getrusage(RUSAGE_THREAD)`.
     pub worker_cpu: Duration,
 }
@@ -299,6 +303,7 @@ struct ThreadResult {
     requests: u64,
     errors: ErrorCounts,
     hist: Histogram<u64>,
+    send_lag: Histogram<u64>,
     cpu: Duration,
 }
 
@@ -342,6 +347,7 @@ pub fn run(cfg: &LoadConfig) -> io::Result<LoadReport> {
         errors: ErrorCounts::default(),
         elapsed: Duration::ZERO,
         hist: new_hist(),
+        send_lag: new_hist(),
         worker_cpu: Duration::ZERO,
     };
     for h in handles {
@@ -351,6 +357,7 @@ pub fn run(cfg: &LoadConfig) -> io::Result<LoadReport> {
         report.requests += r.requests;
         report.errors.add(&r.errors);
         let _ = report.hist.add(&r.hist);
+        let _ = report.send_lag.add(&r.send_lag);
         report.worker_cpu += r.cpu;
     }
     report.elapsed = Instant::now().saturating_duration_since(start);
@@ -378,6 +385,7 @@ fn run_thread(
             requests: 0,
             errors: ErrorCounts::default(),
             hist: new_hist(),
+            send_lag: new_hist(),
             cpu: Duration::ZERO,
         };
         while let Some(r) = set.join_next().await {
@@ -385,6 +393,7 @@ fn run_thread(
                 total.requests += r.requests;
                 total.errors.add(&r.errors);
                 let _ = total.hist.add(&r.hist);
+                let _ = total.send_lag.add(&r.send_lag);
             }
         }
         total
@@ -400,6 +409,7 @@ async fn conn_loop(cfg: &LoadConfig, id: usize, start: Instant, deadline: Instan
         requests: 0,
         errors: ErrorCounts::default(),
         hist: new_hist(),
+        send_lag: new_hist(),
         cpu: Duration::ZERO,
     };
     let host = cfg
@@ -423,7 +433,10 @@ async fn conn_loop(cfg: &LoadConfig, id: usize, start: Instant, deadline: Instan
     tokio::time::sleep_until(start.into()).await;
     let mut conn: Option<(Stream, Reader)> = None;
     // Bounded by the deadline: every iteration either sends a batch, sleeps, or fails and pauses.
-    while Instant::now() < deadline {
+    // The first iteration runs even past the deadline: on a starved machine a thread can start
+    // after a short window closed, and a window with no request at all measures nothing.
+    let mut first = true;
+    while std::mem::take(&mut first) || Instant::now() < deadline {
         let (s, rd) = match conn.as_mut() {
             Some(c) => c,
             None => match connect(cfg).await {
@@ -444,7 +457,11 @@ async fn conn_loop(cfg: &LoadConfig, id: usize, start: Instant, deadline: Instan
                         break;
                     }
                     tokio::time::sleep_until((*intended).into()).await;
-                    Instant::now()
+                    let sent = Instant::now();
+                    let lag = sent.saturating_duration_since(*intended);
+                    r.send_lag
+                        .saturating_record((lag.as_nanos() as u64).clamp(1, HIST_MAX_NS));
+                    sent
                 } else {
                     *intended
                 };
@@ -558,6 +575,10 @@ mod tests {
         o.rate = Some(200.0);
         let o = run(&o).expect("open loop run");
         assert!(o.requests > 0 && o.errors.total() == 0, "open loop: {o:?}");
+        // At 200 req/s over 4 connections every connection is free at its scheduled time, so
+        // the timer sends them all and its lag is recorded; the closed loop records none.
+        assert!(!o.send_lag.is_empty(), "open loop lag: {o:?}");
+        assert!(r.send_lag.is_empty());
         let st = h.stop();
         assert_eq!(st.requests, r.requests + u.requests + o.requests);
     }

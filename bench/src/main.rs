@@ -26,6 +26,40 @@ enum Cmd {
     Load(LoadArgs),
     /// Benchmark suite: scenarios × targets in interleaved rounds; writes results.json, report.md, SVGs.
     Suite(SuiteArgs),
+    /// Paired A/B of two ringway builds or drivers, both up at once, load alternating, order
+    /// flipped every pair; prints paired median ratios with bootstrap 95% intervals.
+    Ab(AbArgs),
+}
+
+#[derive(clap::Args)]
+struct AbArgs {
+    /// Build A (a ringway binary).
+    #[arg(long)]
+    a: std::path::PathBuf,
+    /// Build B (may be the same binary as A with other --b-args).
+    #[arg(long)]
+    b: std::path::PathBuf,
+    /// Extra `ringway run` arguments of A, one string: "--io epoll".
+    #[arg(long, default_value = "", allow_hyphen_values = true)]
+    a_args: String,
+    /// Extra `ringway run` arguments of B.
+    #[arg(long, default_value = "", allow_hyphen_values = true)]
+    b_args: String,
+    /// Suite scenario (closed loop).
+    #[arg(long, default_value = "proxy-256")]
+    scenario: String,
+    /// Pairs of slices (each pair loads A and B once).
+    #[arg(long, default_value_t = 12)]
+    pairs: usize,
+    /// Length of one slice, e.g. 2s.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    slice: Duration,
+    /// Warm-up of each build before the first pair.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    warmup: Duration,
+    /// Write ab.json and ab.md here too.
+    #[arg(long)]
+    out: Option<std::path::PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -33,16 +67,16 @@ struct SuiteArgs {
     /// A few seconds per scenario and 1 round (under 3 minutes in all).
     #[arg(long)]
     quick: bool,
-    /// Output directory.
-    #[arg(long, default_value = "bench-out")]
-    out: std::path::PathBuf,
+    /// Output directory (default: bench/results/<date>-<short cpu name>/, a new one per run).
+    #[arg(long)]
+    out: Option<std::path::PathBuf>,
     /// Comma-separated targets: ringway-uring, ringway-epoll, direct, nginx, haproxy (default:
     /// these five); also the io_uring variants ringway-uring-no-<feature> (multishot_accept, pool_peek,
     /// buffer_ring, defer_taskrun, coop_taskrun, single_issuer) and ringway-uring-5.10 (all off).
     #[arg(long, value_delimiter = ',')]
     targets: Option<Vec<String>>,
     /// Comma-separated scenarios: hello, proxy-small, proxy-256, proxy-64k, proxy-uds, fanout-4,
-    /// pipelined, idle-10k (default: all).
+    /// pipelined, idle-10k, latency-open (default: all).
     #[arg(long, value_delimiter = ',')]
     scenarios: Option<Vec<String>>,
     /// Rounds (default 3, or 1 with --quick).
@@ -51,7 +85,7 @@ struct SuiteArgs {
     /// ringway binary (default: target/release/ringway of this workspace, then PATH).
     #[arg(long)]
     ringway: Option<std::path::PathBuf>,
-    /// Measured duration per run (tests use it to stay short).
+    /// Measured duration per window (tests use it to stay short).
     #[arg(long, hide = true, value_parser = parse_duration)]
     duration: Option<Duration>,
 }
@@ -131,6 +165,18 @@ fn main() -> ExitCode {
     let res = match cli.cmd {
         Cmd::Backend(a) => run_backend(a),
         Cmd::Load(a) => run_load(a),
+        Cmd::Ab(a) => ringway_bench::ab::run(&ringway_bench::ab::AbOptions {
+            a: a.a,
+            b: a.b,
+            a_args: a.a_args.split_whitespace().map(String::from).collect(),
+            b_args: a.b_args.split_whitespace().map(String::from).collect(),
+            scenario: a.scenario,
+            pairs: a.pairs,
+            slice: a.slice,
+            warmup: a.warmup,
+            out: a.out,
+        })
+        .map(|_| ()),
         Cmd::Suite(a) => suite::run(&SuiteOptions {
             quick: a.quick,
             out: a.out,

@@ -32,12 +32,57 @@ fn stat_fields(pid: u32) -> Option<Vec<String>> {
     Some(after.split_whitespace().map(str::to_string).collect())
 }
 
-/// CPU time (utime + stime, all threads) of one process, from /proc/PID/stat (10 ms ticks).
-pub fn proc_cpu(pid: u32) -> Option<Duration> {
+/// CPU time of a process split into user space (utime) and kernel (stime).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CpuSplit {
+    /// User-space time (utime).
+    pub user: Duration,
+    /// Kernel time (stime): system calls, softirqs charged to the task, page faults.
+    pub sys: Duration,
+}
+
+impl CpuSplit {
+    /// user + sys.
+    pub fn total(&self) -> Duration {
+        self.user + self.sys
+    }
+
+    /// `self - earlier`, field by field, never negative.
+    pub fn since(&self, earlier: &CpuSplit) -> CpuSplit {
+        CpuSplit {
+            user: self.user.saturating_sub(earlier.user),
+            sys: self.sys.saturating_sub(earlier.sys),
+        }
+    }
+}
+
+impl std::ops::Add for CpuSplit {
+    type Output = CpuSplit;
+    fn add(self, o: CpuSplit) -> CpuSplit {
+        CpuSplit {
+            user: self.user + o.user,
+            sys: self.sys + o.sys,
+        }
+    }
+}
+
+/// utime and stime (all threads) of one process, from /proc/PID/stat (10 ms ticks).
+pub fn proc_cpu_split(pid: u32) -> Option<CpuSplit> {
     let f = stat_fields(pid)?;
     // After the comm: state is index 0, so utime (field 14) is index 11 and stime index 12.
-    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
-    Some(Duration::from_secs_f64(ticks as f64 / clk_tck()))
+    let tick = |i: usize| -> Option<Duration> {
+        let t = f.get(i)?.parse::<u64>().ok()?;
+        Some(Duration::from_secs_f64(t as f64 / clk_tck()))
+    };
+    Some(CpuSplit {
+        user: tick(11)?,
+        sys: tick(12)?,
+    })
+}
+
+/// CPU time (utime + stime, all threads) of one process, from /proc/PID/stat (10 ms ticks).
+pub fn proc_cpu(pid: u32) -> Option<Duration> {
+    proc_cpu_split(pid).map(|c| c.total())
 }
 
 /// `pid` and all its descendants (e.g. an nginx master and its worker).
@@ -70,7 +115,71 @@ pub fn process_tree(pid: u32) -> Vec<u32> {
 
 /// CPU time summed over a process tree.
 pub fn tree_cpu(pid: u32) -> Duration {
-    process_tree(pid).into_iter().filter_map(proc_cpu).sum()
+    tree_cpu_split(pid).total()
+}
+
+/// utime and stime summed over a process tree.
+pub fn tree_cpu_split(pid: u32) -> CpuSplit {
+    process_tree(pid)
+        .into_iter()
+        .filter_map(proc_cpu_split)
+        .fold(CpuSplit::default(), |a, b| a + b)
+}
+
+/// Busy and total jiffies of a set of CPUs, from the `cpuN` lines of /proc/stat (all processes,
+/// not only ours: a core shared with a compiler is busy too).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CoreTimes {
+    /// Jiffies not idle and not iowait.
+    pub busy: u64,
+    /// All jiffies.
+    pub total: u64,
+}
+
+impl CoreTimes {
+    /// Fraction of the time the CPUs were busy between `earlier` and `self` (0..=1), or None
+    /// when no time passed.
+    pub fn busy_since(&self, earlier: &CoreTimes) -> Option<f64> {
+        let total = self.total.checked_sub(earlier.total)?;
+        let busy = self.busy.checked_sub(earlier.busy)?;
+        (total > 0).then(|| busy as f64 / total as f64)
+    }
+}
+
+/// Parses the `cpuN` lines of /proc/stat text for the CPUs in `cpus`.
+pub fn parse_core_times(stat: &str, cpus: &[usize]) -> CoreTimes {
+    let mut t = CoreTimes::default();
+    for line in stat.lines() {
+        let mut it = line.split_whitespace();
+        let Some(name) = it.next() else { continue };
+        let Some(n) = name
+            .strip_prefix("cpu")
+            .and_then(|n| n.parse::<usize>().ok())
+        else {
+            continue;
+        };
+        if !cpus.contains(&n) {
+            continue;
+        }
+        // user nice system idle iowait irq softirq steal (guest times are inside user).
+        let v: Vec<u64> = it.take(8).filter_map(|x| x.parse().ok()).collect();
+        if v.len() < 5 {
+            continue;
+        }
+        let total: u64 = v.iter().sum();
+        let idle = v[3] + v[4];
+        t.total += total;
+        t.busy += total - idle;
+    }
+    t
+}
+
+/// [`parse_core_times`] of the live /proc/stat.
+pub fn core_times(cpus: &[usize]) -> CoreTimes {
+    parse_core_times(
+        &std::fs::read_to_string("/proc/stat").unwrap_or_default(),
+        cpus,
+    )
 }
 
 /// Resident set size (VmRSS) of one process in KiB.
@@ -177,6 +286,36 @@ pub fn cpu_model() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn core_times_sum_the_named_cpus_only() {
+        let stat = "cpu  100 0 100 800 0 0 0 0 0 0\n\
+                    cpu0 10 0 10 80 0 0 0 0 0 0\n\
+                    cpu1 50 5 20 20 5 0 0 0 0 0\n\
+                    intr 1 2 3\n";
+        let one = parse_core_times(stat, &[1]);
+        assert_eq!(
+            one,
+            CoreTimes {
+                busy: 75,
+                total: 100
+            }
+        );
+        let both = parse_core_times(stat, &[0, 1]);
+        assert_eq!(
+            both,
+            CoreTimes {
+                busy: 95,
+                total: 200
+            }
+        );
+        let later = CoreTimes {
+            busy: 175,
+            total: 200,
+        };
+        assert_eq!(later.busy_since(&one), Some(1.0));
+        assert_eq!(one.busy_since(&one), None);
+    }
 
     #[test]
     fn reads_own_process() {

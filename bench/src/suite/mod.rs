@@ -4,40 +4,44 @@
 //! generator and in-process backends) to the others. Each round runs every scenario, and within a
 //! scenario every target, in an order rotated by one per round (A B C, B C A, C A B) so slow drift
 //! of the machine does not favour whoever runs first. Each run: start the target fresh, warm up,
-//! measure, stop. Reports show the median over rounds; all rounds are kept in results.json.
+//! measure CPU with no tracer attached, then (hello, proxy-small) the same with wrk, then count
+//! syscalls and allocations in a separate traced window, stop. The open-loop scenario runs after
+//! every closed-loop round, at rates taken from the reference's proxy-small median of the same
+//! run. Reports show the median over rounds; all rounds are kept in results.json.
 
+mod charts;
+mod goals;
+pub mod host;
 pub mod idle;
+pub mod measure;
 pub mod report;
 pub mod scenarios;
+mod summary;
 pub mod targets;
+pub mod trace;
+pub mod wrk;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::addr::Addr;
-use crate::backend::{self, BackendConfig, BackendHandle};
-use crate::load::{self, LoadConfig};
 use crate::procfs;
+use host::Host;
 use scenarios::Scenario;
-use targets::{RunningTarget, TargetKind, TargetSetup, Tools};
+use targets::{TargetKind, Tools};
 
 /// Descriptor limit the suite asks for: 10k idle client sockets here plus slack.
 const NOFILE: u64 = 65_536;
-/// Per-response timeout for the load generator during the suite.
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Time perf needs to attach before the measured window opens.
-const PERF_ATTACH: Duration = Duration::from_millis(300);
 
 /// Suite options (the CLI maps onto this).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct SuiteOptions {
     /// Short runs, 1 round by default.
     pub quick: bool,
-    /// Output directory.
-    pub out: PathBuf,
+    /// Output directory (None: `bench/results/<date>-<short cpu name>/`).
+    pub out: Option<PathBuf>,
     /// Targets to run (None: all).
     pub targets: Option<Vec<String>>,
     /// Scenarios to run (None: all).
@@ -46,12 +50,14 @@ pub struct SuiteOptions {
     pub rounds: Option<usize>,
     /// ringway binary.
     pub ringway: Option<PathBuf>,
-    /// Measured duration per run (None: 10 s, or 2 s with --quick).
+    /// Measured duration per window (None: 5 s, or 2 s with --quick).
     pub duration: Option<Duration>,
 }
 
-/// One run's measurements.
+/// One run's measurements. CPU figures come from the untraced window only; syscalls and
+/// allocations from the separate traced window.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Metrics {
     /// Completed responses in the measured window.
     pub requests: u64,
@@ -59,6 +65,11 @@ pub struct Metrics {
     pub errors: u64,
     /// Completed responses per second.
     pub rps: f64,
+    /// Open loop: the scheduled rate (requests per second); None for closed loop.
+    pub offered_rps: Option<f64>,
+    /// Open loop: p99 of how late the client's own timer sent requests whose connection was
+    /// free at the scheduled time, µs (those latencies count from the real send).
+    pub send_lag_p99_us: Option<f64>,
     /// Latency percentiles and max, microseconds.
     pub p50_us: f64,
     /// 90th percentile.
@@ -69,10 +80,16 @@ pub struct Metrics {
     pub p999_us: f64,
     /// Maximum.
     pub max_us: f64,
-    /// Target CPU (utime+stime of its process tree) per request, microseconds.
+    /// Target CPU (utime+stime of its process tree) per request, microseconds, no tracer.
     pub cpu_us_per_req: Option<f64>,
-    /// Target syscalls per request (perf raw_syscalls:sys_enter), when perf works.
+    /// The user-space part (utime) of `cpu_us_per_req`.
+    pub cpu_user_us_per_req: Option<f64>,
+    /// The kernel part (stime) of `cpu_us_per_req`.
+    pub cpu_sys_us_per_req: Option<f64>,
+    /// Target syscalls per request (perf raw_syscalls:sys_enter, traced window), when perf works.
     pub syscalls_per_req: Option<f64>,
+    /// Target malloc+calloc+realloc calls per request (uprobes, traced window), when uprobes work.
+    pub allocs_per_req: Option<f64>,
     /// Target RSS at the end of the window, KiB.
     pub rss_kib: Option<u64>,
     /// idle-10k: RSS growth per idle connection, bytes.
@@ -81,6 +98,18 @@ pub struct Metrics {
     pub loadgen_cpu_us_per_req: f64,
     /// CPU use of this process (load generator + backends) over the window, in cores.
     pub client_cpu_cores: f64,
+    /// How busy the client CPUs were over the window (0..1, every process, /proc/stat).
+    pub client_core_busy: Option<f64>,
+    /// How busy the target CPU was over the window (0..1, /proc/stat).
+    pub target_core_busy: Option<f64>,
+    /// wrk's req/s against the same target (hello, proxy-small).
+    pub wrk_rps: Option<f64>,
+    /// wrk's errors (socket errors + non-2xx).
+    pub wrk_errors: Option<u64>,
+    /// Target CPU per request under wrk, microseconds.
+    pub wrk_cpu_us_per_req: Option<f64>,
+    /// How busy the client CPUs were while wrk ran.
+    pub wrk_client_core_busy: Option<f64>,
     /// Measured window, seconds.
     pub duration_s: f64,
 }
@@ -88,7 +117,7 @@ pub struct Metrics {
 /// Results of one scenario × target.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Cell {
-    /// Scenario name.
+    /// Scenario name (`latency-open-50` for one load of the open-loop scenario).
     pub scenario: String,
     /// Target name.
     pub target: String,
@@ -102,12 +131,27 @@ pub struct Cell {
     pub rounds: Vec<Metrics>,
 }
 
+/// Where the open-loop rates came from.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct OpenLoopRef {
+    /// The target whose closed-loop maximum sets the rates (nginx unless it is missing).
+    pub target: String,
+    /// Its closed-loop req/s on proxy-small.
+    pub max_rps: f64,
+    /// `proxy-small median of N rounds` or `calibration run`.
+    pub source: String,
+    /// Percent of `max_rps` per cell.
+    pub loads_pct: Vec<u32>,
+}
+
 /// Machine and run description.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Meta {
-    /// `uname -r`.
+    /// The machine: CPU, mitigations, kernel, hypervisor, peer versions.
+    pub host: Host,
+    /// `uname -r` (also in `host`).
     pub kernel: String,
-    /// /proc/cpuinfo model name.
+    /// /proc/cpuinfo model name (also in `host`).
     pub cpu_model: String,
     /// CPUs this process may use.
     pub cores: usize,
@@ -119,22 +163,34 @@ pub struct Meta {
     pub quick: bool,
     /// Rounds.
     pub rounds: usize,
-    /// Measured seconds per run.
+    /// Measured seconds per CPU window.
     pub duration_s: f64,
     /// Warm-up seconds per run.
     pub warmup_s: f64,
+    /// Seconds of the traced (syscall/allocation) window per run; 0 without perf.
+    pub trace_s: f64,
+    /// Seconds of the wrk window per run (hello, proxy-small); 0 without wrk.
+    pub wrk_s: f64,
     /// CPUs the target is pinned to.
     pub target_cpus: Vec<usize>,
     /// CPUs the load generator and backends are pinned to.
     pub client_cpus: Vec<usize>,
     /// Load generator threads.
     pub load_threads: usize,
-    /// Whether perf counted syscalls.
+    /// Whether perf counted syscalls (in the traced window only).
     pub perf: bool,
-    /// Versions of the third-party targets (first line of `-v`).
+    /// Whether uprobes counted allocations (in the traced window only).
+    pub alloc_probes: bool,
+    /// Why allocations were not counted, when they were not.
+    pub alloc_probes_note: Option<String>,
+    /// Versions of the targets (first line of `-v`; ringway: its path).
     pub versions: std::collections::BTreeMap<String, String>,
     /// RLIMIT_NOFILE in force.
     pub nofile: u64,
+    /// Open-loop rates, when latency-open ran.
+    pub open_loop: Option<OpenLoopRef>,
+    /// Wall time of the whole run, seconds.
+    pub wall_s: f64,
 }
 
 /// Everything the suite writes to results.json.
@@ -146,12 +202,9 @@ pub struct Results {
     pub cells: Vec<Cell>,
 }
 
-/// RFC 3339 UTC timestamp without a date crate (days-from-civil inverse, Howard Hinnant).
-fn utc_now() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
+/// Seconds since the epoch as (YYYY, MM, DD, hh, mm, ss), UTC (days-from-civil inverse, Howard
+/// Hinnant).
+fn civil(secs: i64) -> (i64, i64, i64, i64, i64, i64) {
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
@@ -162,28 +215,43 @@ fn utc_now() -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    (y, m, d, rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
-fn cmd_first_line(bin: &Path, args: &[&str]) -> Option<String> {
-    let o = Command::new(bin)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .ok()?;
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    text.lines()
-        .find(|l| !l.trim().is_empty())
-        .map(|l| l.trim().to_string())
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// RFC 3339 UTC timestamp without a date crate.
+pub fn utc_now() -> String {
+    let (y, m, d, hh, mm, ss) = civil(now_secs());
+    format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}Z")
+}
+
+/// The default output directory: `bench/results/<YYYY-MM-DD>-<short cpu name>/` of this
+/// workspace when it exists (else `bench-results/...` here), with `-2`, `-3`... appended when
+/// that name is taken, so a second run never overwrites the first.
+pub fn default_out(host: &Host) -> PathBuf {
+    let (y, m, d, ..) = civil(now_secs());
+    let results = Path::new(env!("CARGO_MANIFEST_DIR")).join("results");
+    let base = if results.is_dir() {
+        results
+    } else {
+        PathBuf::from("bench-results")
+    };
+    let name = format!("{y:04}-{m:02}-{d:02}-{}", host.cpu_short);
+    let first = base.join(&name);
+    if !first.exists() {
+        return first;
+    }
+    // Bounded: 2..100, then the last candidate is reused.
+    (2..100)
+        .map(|i| base.join(format!("{name}-{i}")))
+        .find(|p| !p.exists())
+        .unwrap_or_else(|| base.join(format!("{name}-99")))
 }
 
 fn git_revision() -> Option<String> {
@@ -198,108 +266,86 @@ fn git_revision() -> Option<String> {
         .then(|| String::from_utf8_lossy(&o.stdout).trim().to_string())
 }
 
-/// True when `perf stat -e raw_syscalls:sys_enter` works here (needs tracefs and permissions).
-fn perf_works() -> bool {
-    Command::new("perf")
-        .args(["stat", "-x,", "-e", "raw_syscalls:sys_enter", "--", "true"])
-        .stdout(Stdio::null())
-        .output()
-        .map(|o| o.status.success() && String::from_utf8_lossy(&o.stderr).contains("raw_syscalls"))
-        .unwrap_or(false)
+/// Window lengths of one suite run.
+#[derive(Debug, Clone, Copy)]
+pub struct Windows {
+    /// Untraced CPU window (closed loop) and each open-loop window.
+    pub duration: Duration,
+    /// Warm-up before the first window.
+    pub warmup: Duration,
+    /// Traced window (syscalls, allocations).
+    pub trace: Duration,
+    /// wrk window (whole seconds).
+    pub wrk: Duration,
 }
 
-/// A running `perf stat` counting the target's syscalls.
-struct PerfCount {
-    child: std::process::Child,
-    out: PathBuf,
-}
-
-impl PerfCount {
-    fn start(pids: &[u32], out: PathBuf) -> Option<PerfCount> {
-        let list: Vec<String> = pids.iter().map(u32::to_string).collect();
-        let child = Command::new("perf")
-            .args([
-                "stat",
-                "-x,",
-                "-e",
-                "raw_syscalls:sys_enter",
-                "-p",
-                &list.join(","),
-                "-o",
-            ])
-            .arg(&out)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .ok()?;
-        Some(PerfCount { child, out })
-    }
-
-    /// Stops perf (SIGINT makes it print its counts) and returns the syscall count.
-    fn finish(mut self) -> Option<u64> {
-        // SAFETY: kill(2) on our own un-waited child: the pid cannot have been reused.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGINT) };
-        let until = Instant::now() + Duration::from_secs(5);
-        // Bounded by 5 s, then killed.
-        while Instant::now() < until {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(10));
+impl Windows {
+    /// The defaults: 5 s windows after 1.5 s warm-up (2 s after 0.5 s with `quick`); a traced
+    /// window of 2 s (1 s); wrk 3 s (2 s). `duration` overrides the CPU window and caps the others.
+    pub fn new(quick: bool, duration: Option<Duration>) -> Windows {
+        let (d, w, t, k) = if quick {
+            (2.0, 0.5, 1.0, 2.0)
+        } else {
+            (5.0, 1.5, 2.0, 3.0)
+        };
+        let duration = duration.unwrap_or(Duration::from_secs_f64(d));
+        Windows {
+            duration,
+            warmup: Duration::from_secs_f64(w).min(duration),
+            trace: Duration::from_secs_f64(t).min(duration),
+            wrk: Duration::from_secs_f64(k)
+                .min(duration)
+                .max(Duration::from_secs(1)),
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let text = std::fs::read_to_string(&self.out).ok()?;
-        text.lines()
-            .find(|l| l.contains("raw_syscalls:sys_enter"))
-            .and_then(|l| l.split(',').next())
-            .and_then(|n| n.trim().parse().ok())
     }
 }
 
-/// Runs the suite and writes results.json, report.md and the SVG charts into `opts.out`.
+/// Parses `--targets` / `--scenarios` names.
+fn pick<T: Copy>(
+    names: &Option<Vec<String>>,
+    all: &[T],
+    by_name: impl Fn(&str) -> Option<T>,
+    known: &[&str],
+    what: &str,
+) -> anyhow::Result<Vec<T>> {
+    match names {
+        None => Ok(all.to_vec()),
+        Some(names) => names
+            .iter()
+            .map(|n| {
+                by_name(n).ok_or_else(|| {
+                    anyhow::anyhow!("unknown {what} {n:?} (known: {})", known.join(", "))
+                })
+            })
+            .collect(),
+    }
+}
+
+/// Runs the suite and writes results.json, report.md and the SVG charts into the output
+/// directory (`opts.out`, or [`default_out`]).
 ///
 /// # Errors
 /// Bad target/scenario names, output directory or temp directory failures. A target that fails
 /// to start is recorded as `failed` in the results, not returned as an error.
-pub fn run(opts: &SuiteOptions) -> anyhow::Result<Results> {
-    let scen: Vec<Scenario> = match &opts.scenarios {
-        None => scenarios::ALL.to_vec(),
-        Some(names) => names
-            .iter()
-            .map(|n| {
-                scenarios::by_name(n).ok_or_else(|| {
-                    let all: Vec<&str> = scenarios::ALL.iter().map(|s| s.name).collect();
-                    anyhow::anyhow!("unknown scenario {n:?} (known: {})", all.join(", "))
-                })
-            })
-            .collect::<anyhow::Result<_>>()?,
-    };
-    let targets: Vec<TargetKind> = match &opts.targets {
-        None => TargetKind::ALL.to_vec(),
-        Some(names) => names
-            .iter()
-            .map(|n| {
-                TargetKind::by_name(n).ok_or_else(|| {
-                    let all = TargetKind::known_names();
-                    anyhow::anyhow!("unknown target {n:?} (known: {})", all.join(", "))
-                })
-            })
-            .collect::<anyhow::Result<_>>()?,
-    };
+pub fn run(opts: &SuiteOptions) -> anyhow::Result<(Results, PathBuf)> {
+    let t_start = std::time::Instant::now();
+    let scen_names: Vec<&str> = scenarios::ALL.iter().map(|s| s.name).collect();
+    let scen: Vec<Scenario> = pick(
+        &opts.scenarios,
+        &scenarios::ALL,
+        scenarios::by_name,
+        &scen_names,
+        "scenario",
+    )?;
+    let targets: Vec<TargetKind> = pick(
+        &opts.targets,
+        &TargetKind::ALL,
+        TargetKind::by_name,
+        &TargetKind::known_names(),
+        "target",
+    )?;
     let rounds = opts.rounds.unwrap_or(if opts.quick { 1 } else { 3 }).max(1);
-    let duration = opts.duration.unwrap_or(if opts.quick {
-        Duration::from_secs(2)
-    } else {
-        Duration::from_secs(10)
-    });
-    let warmup = if opts.quick {
-        Duration::from_millis(500).min(duration)
-    } else {
-        Duration::from_secs(2)
-    };
-    std::fs::create_dir_all(&opts.out)?;
+    let win = Windows::new(opts.quick, opts.duration);
 
     let nofile = procfs::raise_nofile(NOFILE);
     let allowed = procfs::allowed_cpus();
@@ -311,336 +357,108 @@ pub fn run(opts: &SuiteOptions) -> anyhow::Result<Results> {
     } else {
         allowed.clone()
     };
-    // Pin this thread before any worker thread exists: threads inherit the mask.
+    // Pin this thread before any worker thread exists: threads and children inherit the mask.
     if let Err(e) = procfs::set_affinity(0, &client_cpus) {
         eprintln!("warning: could not pin the load generator to {client_cpus:?}: {e}");
     }
     let load_threads = client_cpus.len();
     let tools = Tools::discover(opts.ringway.clone());
-    let perf = perf_works();
+    let host = Host::detect(
+        tools.nginx.as_deref(),
+        tools.haproxy.as_deref(),
+        tools.wrk.as_deref(),
+    );
+    let out = opts.out.clone().unwrap_or_else(|| default_out(&host));
+    std::fs::create_dir_all(&out)?;
+    let perf = trace::perf_works();
+    let probes = if perf {
+        trace::Probes::setup()
+    } else {
+        trace::Probes::none("perf unavailable (apt-get install linux-perf)")
+    };
     let mut versions = std::collections::BTreeMap::new();
-    if let Some(n) = &tools.nginx {
-        versions.insert(
-            "nginx".into(),
-            cmd_first_line(n, &["-v"]).unwrap_or_default(),
-        );
-    }
-    if let Some(h) = &tools.haproxy {
-        versions.insert(
-            "haproxy".into(),
-            cmd_first_line(h, &["-v"]).unwrap_or_default(),
-        );
+    for (k, v) in [("nginx", &host.nginx), ("haproxy", &host.haproxy)] {
+        if let Some(v) = v {
+            versions.insert(k.to_string(), v.clone());
+        }
     }
     if let Some(r) = &tools.ringway {
         versions.insert("ringway".into(), r.display().to_string());
     }
-    let meta = Meta {
-        kernel: procfs::kernel(),
-        cpu_model: procfs::cpu_model(),
+    let any_wrk = scen.iter().any(|s| s.wrk_check) && tools.wrk.is_some();
+    let mut meta = Meta {
+        kernel: host.kernel.clone(),
+        cpu_model: host.cpu_model.clone(),
+        host,
         cores: allowed.len(),
         date: utc_now(),
         git_revision: git_revision(),
         quick: opts.quick,
         rounds,
-        duration_s: duration.as_secs_f64(),
-        warmup_s: warmup.as_secs_f64(),
+        duration_s: win.duration.as_secs_f64(),
+        warmup_s: win.warmup.as_secs_f64(),
+        trace_s: if perf { win.trace.as_secs_f64() } else { 0.0 },
+        wrk_s: if any_wrk { win.wrk.as_secs_f64() } else { 0.0 },
         target_cpus: target_cpus.clone(),
         client_cpus: client_cpus.clone(),
         load_threads,
         perf,
+        alloc_probes: !probes.events.is_empty(),
+        alloc_probes_note: probes.why_not.clone(),
         versions,
         nofile,
+        open_loop: None,
+        wall_s: 0.0,
     };
+    eprintln!(
+        "host: {}; results: {}; planned about {:.0} min",
+        meta.host.summary(),
+        out.display(),
+        measure::planned_secs(&scen, &targets, &tools, rounds, &win, perf) / 60.0
+    );
 
     let tmp = std::env::temp_dir().join(format!("ringway-bench-{}", std::process::id()));
     std::fs::create_dir_all(&tmp)?;
-    let mut cells: Vec<Cell> = Vec::new();
-    for sc in &scen {
-        for t in &targets {
-            let (status, note) = match (t.unsupported(sc), tools.binary(*t)) {
-                (Some(why), _) => ("skipped", Some(why.to_string())),
-                (None, Err(why)) => ("skipped", Some(why)),
-                (None, Ok(_)) => ("ok", None),
-            };
-            cells.push(Cell {
-                scenario: sc.name.into(),
-                target: t.name().into(),
-                status: status.into(),
-                note,
-                median: None,
-                rounds: Vec::new(),
-            });
-        }
-    }
-    let ctx = RunCtx {
+    let ctx = measure::RunCtx {
         tools: &tools,
         dir: &tmp,
         target_cpus: &target_cpus,
+        client_cpus: &client_cpus,
         threads: load_threads,
-        duration,
-        warmup,
+        win,
         perf,
+        alloc_events: &probes.events,
         nofile,
     };
-    for round in 0..rounds {
-        for sc in &scen {
-            // Rotate the target order by one per round: A B C, B C A, C A B.
-            let mut order = targets.clone();
-            if !order.is_empty() {
-                let k = round % order.len();
-                order.rotate_left(k);
-            }
-            // `hello`: the targets answer by themselves, no backend runs.
-            let be = match start_backends(sc, &tmp, load_threads) {
-                Ok(b) => b,
-                Err(e) => {
-                    eprintln!(
-                        "round {}: {}: backend failed to start: {e}",
-                        round + 1,
-                        sc.name
-                    );
-                    continue;
-                }
-            };
-            for t in order {
-                let Some(cell) = cells
-                    .iter_mut()
-                    .find(|c| c.scenario == sc.name && c.target == t.name())
-                else {
-                    continue;
-                };
-                if cell.status == "skipped" {
-                    continue;
-                }
-                eprint!(
-                    "round {}/{rounds}  {:<12} {:<20} ",
-                    round + 1,
-                    sc.name,
-                    t.name()
-                );
-                let addrs = be.as_ref().map_or(&[][..], BackendHandle::addrs);
-                match run_one(&ctx, sc, t, addrs) {
-                    Ok(m) => {
-                        eprintln!(
-                            "{:>9.0} req/s  p99 {:>8.0} us  cpu {} us/req  errors {}",
-                            m.rps,
-                            m.p99_us,
-                            fmt_opt(m.cpu_us_per_req),
-                            m.errors
-                        );
-                        cell.rounds.push(m);
-                        if cell.status == "failed" {
-                            // A later round worked: keep the note, the median uses the good rounds.
-                            cell.status = "ok".into();
-                        }
-                    }
-                    Err(e) => {
-                        eprintln!("FAILED: {e}");
-                        if cell.rounds.is_empty() {
-                            cell.status = "failed".into();
-                        }
-                        cell.note = Some(e);
-                    }
-                }
-            }
-            if let Some(be) = be {
-                be.stop();
-            }
-        }
+    let mut cells = measure::plan_cells(&scen, &targets, &tools);
+    measure::closed_loop_rounds(&ctx, &scen, &targets, rounds, &mut cells);
+    if let Some(sc) = scen.iter().find(|s| s.open_loop) {
+        meta.open_loop = measure::open_loop_rounds(&ctx, sc, &targets, rounds, &mut cells);
     }
     for c in &mut cells {
         c.median = median(&c.rounds);
     }
+    probes.remove();
     // RINGWAY_BENCH_KEEP_TMP=1 keeps configs and target logs for debugging.
     if std::env::var_os("RINGWAY_BENCH_KEEP_TMP").is_none() {
         let _ = std::fs::remove_dir_all(&tmp);
     } else {
         eprintln!("kept {}", tmp.display());
     }
+    meta.wall_s = t_start.elapsed().as_secs_f64();
     let results = Results { meta, cells };
-    report::write_all(&results, &opts.out)?;
-    Ok(results)
-}
-
-fn fmt_opt(v: Option<f64>) -> String {
-    v.map_or_else(|| "-".into(), |v| format!("{v:.1}"))
-}
-
-/// Shared inputs of every run.
-struct RunCtx<'a> {
-    tools: &'a Tools,
-    dir: &'a Path,
-    target_cpus: &'a [usize],
-    threads: usize,
-    duration: Duration,
-    warmup: Duration,
-    perf: bool,
-    nofile: u64,
-}
-
-/// The in-process backend for a scenario (TCP, or a Unix socket in the temp dir for proxy-uds);
-/// none for a scenario the targets answer by themselves.
-fn start_backends(
-    sc: &Scenario,
-    dir: &Path,
-    threads: usize,
-) -> std::io::Result<Option<BackendHandle>> {
-    if sc.local {
-        return Ok(None);
-    }
-    let listen = if sc.uds {
-        vec![Addr::Unix(dir.join(format!("backend-{}.sock", sc.name)))]
-    } else {
-        vec![Addr::Tcp(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))]
-    };
-    backend::spawn(BackendConfig {
-        listen,
-        body_size: sc.body_size,
-        json: true,
-        threads,
-        ..BackendConfig::default()
-    })
-    .map(Some)
-}
-
-fn load_config(
-    ctx: &RunCtx<'_>,
-    sc: &Scenario,
-    rt: &RunningTarget,
-    duration: Duration,
-) -> LoadConfig {
-    let (host_port, unix) = match &rt.addr {
-        Addr::Tcp(a) => (a.to_string(), None),
-        Addr::Unix(p) => (rt.tcp_addr.clone(), Some(p.clone())),
-    };
-    LoadConfig {
-        host_port,
-        unix,
-        path: sc.path.into(),
-        connections: sc.connections,
-        duration,
-        pipeline: sc.pipeline,
-        rate: None,
-        threads: ctx.threads,
-        timeout: RESPONSE_TIMEOUT,
-    }
-}
-
-/// Starts one target, warms it up, measures, stops it.
-fn run_one(
-    ctx: &RunCtx<'_>,
-    sc: &Scenario,
-    t: TargetKind,
-    backends: &[Addr],
-) -> Result<Metrics, String> {
-    let setup = TargetSetup {
-        scenario: sc,
-        backends,
-        dir: ctx.dir,
-        cpus: ctx.target_cpus,
-        nofile: ctx.nofile,
-    };
-    let rt = targets::start(t, ctx.tools, &setup)?;
-    let res = measure(ctx, sc, &rt);
-    rt.stop();
-    res
-}
-
-fn measure(ctx: &RunCtx<'_>, sc: &Scenario, rt: &RunningTarget) -> Result<Metrics, String> {
-    let pid = rt.pid();
-    if let Some(n) = sc.idle_connections {
-        // Without CAP_SYS_RESOURCE the hard limit caps descriptors (20000 on some hosts): this
-        // process holds one per idle connection and a proxy target two (haproxy reserves both),
-        // so cap the count to what every target can hold; results record the real number.
-        let cap = usize::try_from(ctx.nofile.saturating_sub(400) / 2).unwrap_or(n);
-        return measure_idle(rt, sc, n.min(cap));
-    }
-    // Warm-up: fill pools, fault in memory, let the target reach steady state.
-    load::run(&load_config(ctx, sc, rt, ctx.warmup)).map_err(|e| format!("warm-up: {e}"))?;
-    let tree = procfs::process_tree(pid);
-    let perf = if ctx.perf {
-        let p = PerfCount::start(&tree, ctx.dir.join("perf.out"));
-        std::thread::sleep(PERF_ATTACH);
-        p
-    } else {
-        None
-    };
-    let cpu0 = procfs::tree_cpu(pid);
-    let self0 = procfs::rusage(libc::RUSAGE_SELF);
-    let r = load::run(&load_config(ctx, sc, rt, ctx.duration)).map_err(|e| format!("load: {e}"))?;
-    let cpu1 = procfs::tree_cpu(pid);
-    let self1 = procfs::rusage(libc::RUSAGE_SELF);
-    let syscalls = perf.and_then(PerfCount::finish);
-    let reqs = r.requests.max(1) as f64;
-    if r.requests == 0 {
-        return Err(format!("no responses (errors: {:?})", r.errors));
-    }
-    Ok(Metrics {
-        requests: r.requests,
-        errors: r.errors.total(),
-        rps: r.rps(),
-        p50_us: r.pct_us(0.5),
-        p90_us: r.pct_us(0.9),
-        p99_us: r.pct_us(0.99),
-        p999_us: r.pct_us(0.999),
-        max_us: r.hist.max() as f64 / 1000.0,
-        cpu_us_per_req: Some(cpu1.saturating_sub(cpu0).as_secs_f64() * 1e6 / reqs),
-        syscalls_per_req: syscalls.map(|n| n as f64 / reqs),
-        rss_kib: Some(procfs::tree_rss_kib(pid)),
-        rss_per_conn_bytes: None,
-        loadgen_cpu_us_per_req: r.worker_cpu_us_per_req(),
-        client_cpu_cores: self1.saturating_sub(self0).as_secs_f64()
-            / r.elapsed.as_secs_f64().max(1e-9),
-        duration_s: r.elapsed.as_secs_f64(),
-    })
-}
-
-/// idle-10k: RSS before and after opening N keepalive connections (one request each).
-fn measure_idle(rt: &RunningTarget, sc: &Scenario, n: usize) -> Result<Metrics, String> {
-    let pid = rt.pid();
-    // One request first so lazily allocated per-process state is not charged to the connections.
-    let _warm = idle::open(&rt.tcp_addr, sc.path, 1, RESPONSE_TIMEOUT);
-    let rss0 = procfs::tree_rss_kib(pid);
-    let cpu0 = procfs::tree_cpu(pid);
-    let t0 = Instant::now();
-    let set = idle::open(&rt.tcp_addr, sc.path, n, RESPONSE_TIMEOUT);
-    let elapsed = t0.elapsed();
-    // Let the target finish any deferred work (buffers returned, timers armed) before reading RSS.
-    std::thread::sleep(Duration::from_millis(300));
-    let rss1 = procfs::tree_rss_kib(pid);
-    let cpu1 = procfs::tree_cpu(pid);
-    let open = set.conns.len();
-    let errors = set.errors;
-    drop(set);
-    if open == 0 {
-        return Err(format!(
-            "no idle connection could be opened ({errors} errors)"
-        ));
-    }
-    Ok(Metrics {
-        requests: open as u64,
-        errors,
-        rps: open as f64 / elapsed.as_secs_f64().max(1e-9),
-        cpu_us_per_req: Some(cpu1.saturating_sub(cpu0).as_secs_f64() * 1e6 / open as f64),
-        rss_kib: Some(rss1),
-        rss_per_conn_bytes: Some(rss1.saturating_sub(rss0) as f64 * 1024.0 / open as f64),
-        duration_s: elapsed.as_secs_f64(),
-        ..Metrics::default()
-    })
+    report::write_all(&results, &out)?;
+    eprintln!(
+        "results in {} ({:.1} min)",
+        out.display(),
+        results.meta.wall_s / 60.0
+    );
+    Ok((results, out))
 }
 
 /// Median of one field over rounds.
-fn med(mut v: Vec<f64>) -> Option<f64> {
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    Some(if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    })
+pub fn med(v: Vec<f64>) -> Option<f64> {
+    crate::stats::median(&v)
 }
 
 /// Field-wise median over rounds (each field independently, as is usual for benchmark tables).
@@ -654,17 +472,28 @@ pub fn median(rounds: &[Metrics]) -> Option<Metrics> {
         requests: f(&|m| m.requests as f64) as u64,
         errors: f(&|m| m.errors as f64) as u64,
         rps: f(&|m| m.rps),
+        offered_rps: o(&|m| m.offered_rps),
+        send_lag_p99_us: o(&|m| m.send_lag_p99_us),
         p50_us: f(&|m| m.p50_us),
         p90_us: f(&|m| m.p90_us),
         p99_us: f(&|m| m.p99_us),
         p999_us: f(&|m| m.p999_us),
         max_us: f(&|m| m.max_us),
         cpu_us_per_req: o(&|m| m.cpu_us_per_req),
+        cpu_user_us_per_req: o(&|m| m.cpu_user_us_per_req),
+        cpu_sys_us_per_req: o(&|m| m.cpu_sys_us_per_req),
         syscalls_per_req: o(&|m| m.syscalls_per_req),
+        allocs_per_req: o(&|m| m.allocs_per_req),
         rss_kib: o(&|m| m.rss_kib.map(|v| v as f64)).map(|v| v as u64),
         rss_per_conn_bytes: o(&|m| m.rss_per_conn_bytes),
         loadgen_cpu_us_per_req: f(&|m| m.loadgen_cpu_us_per_req),
         client_cpu_cores: f(&|m| m.client_cpu_cores),
+        client_core_busy: o(&|m| m.client_core_busy),
+        target_core_busy: o(&|m| m.target_core_busy),
+        wrk_rps: o(&|m| m.wrk_rps),
+        wrk_errors: o(&|m| m.wrk_errors.map(|v| v as f64)).map(|v| v as u64),
+        wrk_cpu_us_per_req: o(&|m| m.wrk_cpu_us_per_req),
+        wrk_client_core_busy: o(&|m| m.wrk_client_core_busy),
         duration_s: f(&|m| m.duration_s),
     })
 }
@@ -691,5 +520,19 @@ mod tests {
         let d = utc_now();
         assert_eq!(d.len(), 20, "got {d}");
         assert!(d.ends_with('Z') && d.as_bytes()[10] == b'T', "got {d}");
+        // 2026-12-06T19:56:07Z
+        assert_eq!(civil(1_796_586_967), (2026, 12, 6, 19, 56, 7));
+    }
+
+    #[test]
+    fn windows_are_capped_by_the_duration() {
+        let w = Windows::new(false, None);
+        assert_eq!(w.duration, Duration::from_secs(5));
+        assert!(w.trace < w.duration && w.warmup < w.duration);
+        let q = Windows::new(true, Some(Duration::from_millis(500)));
+        assert_eq!(q.warmup, Duration::from_millis(500));
+        assert_eq!(q.trace, Duration::from_millis(500));
+        // wrk counts whole seconds.
+        assert_eq!(q.wrk, Duration::from_secs(1));
     }
 }

@@ -5,11 +5,10 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use plotters::prelude::*;
-
+use super::charts::{bar_chart, latency_chart};
 use super::scenarios::HELLO_BODY;
 use super::targets::TargetKind;
-use super::{Cell, Metrics, Results};
+use super::{Cell, Metrics, Results, goals, summary};
 
 /// Writes results.json, report.md and the SVG charts into `out`, and prints the main table.
 ///
@@ -19,14 +18,14 @@ pub fn write_all(r: &Results, out: &Path) -> anyhow::Result<()> {
     std::fs::write(out.join("results.json"), serde_json::to_string_pretty(r)?)?;
     std::fs::write(out.join("report.md"), markdown(r))?;
     let scenarios = scenario_names(r);
-    let throughput: Vec<_> = scenarios
+    let closed: Vec<_> = scenarios
         .iter()
-        .filter(|s| *s != "idle-10k")
+        .filter(|s| *s != "idle-10k" && !s.starts_with("latency-open"))
         .cloned()
         .collect();
     bar_chart(
         r,
-        &throughput,
+        &closed,
         &out.join("throughput.svg"),
         "Throughput (median req/s)",
         "req/s",
@@ -34,11 +33,27 @@ pub fn write_all(r: &Results, out: &Path) -> anyhow::Result<()> {
     )?;
     bar_chart(
         r,
-        &throughput,
+        &closed,
         &out.join("cpu_per_req.svg"),
-        "Target CPU per request (median µs)",
+        "Target CPU per request (median µs, no tracer)",
         "µs/request",
         |m| m.cpu_us_per_req,
+    )?;
+    bar_chart(
+        r,
+        &closed,
+        &out.join("cpu_user_per_req.svg"),
+        "Target user-space CPU per request (median µs)",
+        "µs/request",
+        |m| m.cpu_user_us_per_req,
+    )?;
+    bar_chart(
+        r,
+        &closed,
+        &out.join("cpu_kernel_per_req.svg"),
+        "Target kernel CPU per request (median µs)",
+        "µs/request",
+        |m| m.cpu_sys_us_per_req,
     )?;
     if scenarios.iter().any(|s| s == "idle-10k") {
         bar_chart(
@@ -50,14 +65,29 @@ pub fn write_all(r: &Results, out: &Path) -> anyhow::Result<()> {
             |m| m.rss_per_conn_bytes,
         )?;
     }
-    for s in &throughput {
+    let open: Vec<String> = scenarios
+        .iter()
+        .filter(|s| s.starts_with("latency-open"))
+        .cloned()
+        .collect();
+    if !open.is_empty() {
+        bar_chart(
+            r,
+            &open,
+            &out.join("latency_open_p99.svg"),
+            "Open-loop p99 latency at each load (median µs)",
+            "µs",
+            |m| Some(m.p99_us),
+        )?;
+    }
+    for s in closed.iter().chain(&open) {
         latency_chart(r, s, &out.join(format!("latency_{s}.svg")))?;
     }
     println!("{}", terminal_table(r));
     Ok(())
 }
 
-fn scenario_names(r: &Results) -> Vec<String> {
+pub fn scenario_names(r: &Results) -> Vec<String> {
     let mut v: Vec<String> = Vec::new();
     for c in &r.cells {
         if !v.contains(&c.scenario) {
@@ -67,7 +97,7 @@ fn scenario_names(r: &Results) -> Vec<String> {
     v
 }
 
-fn target_names(r: &Results) -> Vec<String> {
+pub fn target_names(r: &Results) -> Vec<String> {
     let mut v: Vec<String> = Vec::new();
     for c in &r.cells {
         if !v.contains(&c.target) {
@@ -83,11 +113,11 @@ fn cell<'a>(r: &'a Results, scenario: &str, target: &str) -> Option<&'a Cell> {
         .find(|c| c.scenario == scenario && c.target == target)
 }
 
-fn med<'a>(r: &'a Results, scenario: &str, target: &str) -> Option<&'a Metrics> {
+pub fn med<'a>(r: &'a Results, scenario: &str, target: &str) -> Option<&'a Metrics> {
     cell(r, scenario, target).and_then(|c| c.median.as_ref())
 }
 
-fn f1(v: Option<f64>) -> String {
+pub fn f1(v: Option<f64>) -> String {
     v.map_or_else(|| "–".into(), |v| format!("{v:.1}"))
 }
 
@@ -110,7 +140,7 @@ pub fn terminal_table(r: &Results) -> String {
         .max(14);
     let _ = writeln!(
         s,
-        "{:<12} {:<tw$} {:>10} {:>9} {:>9} {:>9} {:>8} {:>8} {:>9} {:>7}",
+        "{:<16} {:<tw$} {:>10} {:>9} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>7}",
         "scenario",
         "target",
         "req/s",
@@ -118,7 +148,10 @@ pub fn terminal_table(r: &Results) -> String {
         "p99 us",
         "p99.9 us",
         "cpu/req",
+        "user",
+        "kernel",
         "sys/req",
+        "alloc/rq",
         "RSS MiB",
         "errors"
     );
@@ -127,9 +160,12 @@ pub fn terminal_table(r: &Results) -> String {
             Some(m) if c.scenario == "idle-10k" => {
                 let _ = writeln!(
                     s,
-                    "{:<12} {:<tw$} {:>10} {:>9} {:>9} {:>9} {:>8} {:>8} {:>9.1} {:>7}  RSS/conn {} B",
+                    "{:<16} {:<tw$} {:>10} {:>9} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9.1} {:>7}  RSS/conn {} B",
                     c.scenario,
                     c.target,
+                    "-",
+                    "-",
+                    "-",
                     "-",
                     "-",
                     "-",
@@ -144,7 +180,7 @@ pub fn terminal_table(r: &Results) -> String {
             Some(m) => {
                 let _ = writeln!(
                     s,
-                    "{:<12} {:<tw$} {:>10.0} {:>9.0} {:>9.0} {:>9.0} {:>8} {:>8} {:>9.1} {:>7}",
+                    "{:<16} {:<tw$} {:>10.0} {:>9.0} {:>9.0} {:>9.0} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9.1} {:>7}",
                     c.scenario,
                     c.target,
                     m.rps,
@@ -152,7 +188,10 @@ pub fn terminal_table(r: &Results) -> String {
                     m.p99_us,
                     m.p999_us,
                     f1(m.cpu_us_per_req),
+                    f1(m.cpu_user_us_per_req),
+                    f1(m.cpu_sys_us_per_req),
                     f1(m.syscalls_per_req),
+                    f1(m.allocs_per_req),
                     m.rss_kib.unwrap_or(0) as f64 / 1024.0,
                     m.errors
                 );
@@ -160,7 +199,7 @@ pub fn terminal_table(r: &Results) -> String {
             None => {
                 let _ = writeln!(
                     s,
-                    "{:<12} {:<tw$} {}: {}",
+                    "{:<16} {:<tw$} {}: {}",
                     c.scenario,
                     c.target,
                     c.status,
@@ -172,43 +211,102 @@ pub fn terminal_table(r: &Results) -> String {
     s
 }
 
-/// report.md: machine, method, per-scenario tables, ratios, notes.
-pub fn markdown(r: &Results) -> String {
+/// The host and run description at the top of report.md.
+fn header(r: &Results, s: &mut String) {
     let m = &r.meta;
-    let mut s = String::new();
-    let _ = writeln!(s, "# ringway benchmark report\n");
+    let h = &m.host;
+    let _ = writeln!(s, "# ringway benchmark report\n\n## Host\n");
     let _ = writeln!(
         s,
-        "- date: {}\n- kernel: {}\n- CPU: {} ({} cores usable)\n- git revision: {}\n- target pinned to CPU {:?}; load generator + backends on CPU {:?} ({} load thread(s))\n- rounds: {} (interleaved, rotated order), {:.1} s measured after {:.1} s warm-up per run{}\n- syscalls counted with perf: {}\n- versions: {}\n",
-        m.date,
-        m.kernel,
-        m.cpu_model,
+        "- CPU: {} (vendor {}), {} cores usable\n- hypervisor: {}\n- kernel: {}",
+        h.cpu_model,
+        h.cpu_vendor,
         m.cores,
+        match (h.hypervisor, &h.hypervisor_vendor) {
+            (true, Some(v)) => format!("yes ({v})"),
+            (true, None) => "yes".into(),
+            (false, _) => "none detected (no `hypervisor` CPU flag)".into(),
+        },
+        h.kernel
+    );
+    if h.mitigations.is_empty() {
+        let _ = writeln!(s, "- mitigations: none reported");
+    } else {
+        let _ = writeln!(
+            s,
+            "- mitigations (/sys/devices/system/cpu/vulnerabilities):"
+        );
+        for l in &h.mitigations {
+            let _ = writeln!(s, "  - {l}");
+        }
+    }
+    let v = |o: &Option<String>| o.clone().unwrap_or_else(|| "not installed".into());
+    let _ = writeln!(
+        s,
+        "- nginx: {}\n- HAProxy: {}\n- wrk: {}\n- perf: {}\n",
+        v(&h.nginx),
+        v(&h.haproxy),
+        v(&h.wrk),
+        v(&h.perf)
+    );
+    let _ = writeln!(
+        s,
+        "## Run\n\n- date: {}\n- git revision: {}\n- target pinned to CPU {:?}; load generator + backends on CPU {:?} ({} load thread(s))\n- rounds: {} (interleaved, rotated order); per run {:.1} s warm-up, {:.1} s CPU window with no tracer attached{}{}\n- wall time: {:.1} min\n- ringway: {}\n",
+        m.date,
         m.git_revision.as_deref().unwrap_or("unknown"),
         m.target_cpus,
         m.client_cpus,
         m.load_threads,
         m.rounds,
-        m.duration_s,
         m.warmup_s,
-        if m.quick { " (quick mode)" } else { "" },
-        if m.perf {
-            "yes"
+        m.duration_s,
+        if m.wrk_s > 0.0 {
+            format!(", {:.0} s wrk window (hello, proxy-small)", m.wrk_s)
         } else {
-            "no (perf unavailable)"
+            String::new()
         },
+        if m.perf {
+            format!(
+                ", then a separate {:.1} s traced window for syscalls{} (its CPU is not used)",
+                m.trace_s,
+                if m.alloc_probes {
+                    " and allocations (uprobes on libc malloc, calloc, realloc)".to_string()
+                } else {
+                    format!(
+                        "; allocations not counted: {}",
+                        m.alloc_probes_note.as_deref().unwrap_or("no probes")
+                    )
+                }
+            )
+        } else {
+            "; syscalls and allocations not counted (perf unavailable)".into()
+        },
+        m.wall_s / 60.0,
         m.versions
-            .iter()
-            .map(|(k, v)| format!("{k}: {v}"))
-            .collect::<Vec<_>>()
-            .join("; ")
+            .get("ringway")
+            .map_or("not found", String::as_str),
     );
+    if m.quick {
+        let _ = writeln!(
+            s,
+            "**Quick mode**: one short round; a functional check, not a measurement.\n"
+        );
+    }
+}
+
+/// report.md: host, summary, goals, per-scenario tables, ratios, wrk check, notes.
+pub fn markdown(r: &Results) -> String {
+    let mut s = String::new();
+    header(r, &mut s);
+    summary::summary(r, &mut s);
+    goals::goals(r, &mut s);
+    summary::wrk_check(r, &mut s);
     let _ = writeln!(
         s,
-        "All values are medians over rounds. CPU/req and syscalls/req are the *target's* (its process tree), not the load generator's. `client cores` is the CPU the load generator and backends used: near the number of client CPUs means the client side, not the target, limited throughput.\n"
+        "## Per scenario\n\nAll values are medians over rounds. CPU/req (user, kernel) is the *target's* process tree over the untraced window; syscalls/req and allocs/req come from the separate traced window. `client busy` is how busy the client CPUs were (every process): over 90% means the client, not the target, limited req/s.\n"
     );
     for sc in scenario_names(r) {
-        let _ = writeln!(s, "## {sc}\n");
+        let _ = writeln!(s, "### {sc}\n");
         if sc == "hello" {
             let _ = writeln!(
                 s,
@@ -223,9 +321,19 @@ pub fn markdown(r: &Results) -> String {
         } else {
             let _ = writeln!(
                 s,
-                "| target | req/s | p50 µs | p90 µs | p99 µs | p99.9 µs | max µs | CPU µs/req | syscalls/req | RSS MiB | errors | client cores |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+                "| target | req/s | p50 µs | p90 µs | p99 µs | p99.9 µs | max µs | CPU µs/req | user | kernel | syscalls/req | allocs/req | RSS MiB | errors | client busy | target busy |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
             );
         }
+        let pct = |v: Option<f64>| {
+            v.map_or("–".into(), |v| {
+                let flag = if v > summary::CLIENT_SATURATED {
+                    " ⚠"
+                } else {
+                    ""
+                };
+                format!("{:.0}%{flag}", v * 100.0)
+            })
+        };
         for c in r.cells.iter().filter(|c| c.scenario == sc) {
             match &c.median {
                 Some(x) if sc == "idle-10k" => {
@@ -243,7 +351,7 @@ pub fn markdown(r: &Results) -> String {
                 Some(x) => {
                     let _ = writeln!(
                         s,
-                        "| {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {} | {:.1} | {} | {:.2} |",
+                        "| {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {} | {} | {} | {} | {:.1} | {} | {} | {} |",
                         c.target,
                         x.rps,
                         x.p50_us,
@@ -252,10 +360,15 @@ pub fn markdown(r: &Results) -> String {
                         x.p999_us,
                         x.max_us,
                         f1(x.cpu_us_per_req),
+                        f1(x.cpu_user_us_per_req),
+                        f1(x.cpu_sys_us_per_req),
                         f1(x.syscalls_per_req),
+                        f1(x.allocs_per_req),
                         x.rss_kib.unwrap_or(0) as f64 / 1024.0,
                         x.errors,
-                        x.client_cpu_cores
+                        pct(x.client_core_busy),
+                        x.target_core_busy
+                            .map_or("–".into(), |v| format!("{:.0}%", v * 100.0)),
                     );
                 }
                 None => {
@@ -271,37 +384,81 @@ pub fn markdown(r: &Results) -> String {
         }
         let _ = writeln!(s);
     }
+    ratios(r, &mut s);
+    feature_effects(r, &mut s);
+    s
+}
+
+/// Paired per-round ratios `a / b` of one field (rounds are paired by index: the same round).
+pub fn round_ratios(
+    r: &Results,
+    sc: &str,
+    a: &str,
+    b: &str,
+    key: &dyn Fn(&Metrics) -> Option<f64>,
+) -> Vec<f64> {
+    let (Some(ca), Some(cb)) = (cell(r, sc, a), cell(r, sc, b)) else {
+        return Vec::new();
+    };
+    ca.rounds
+        .iter()
+        .zip(&cb.rounds)
+        .filter_map(|(x, y)| {
+            let (x, y) = (key(x)?, key(y)?);
+            (y > 0.0).then(|| x / y)
+        })
+        .collect()
+}
+
+/// The ratio table, with the per-round ratios of uring/epoll and uring/nginx CPU.
+fn ratios(r: &Results, s: &mut String) {
     let _ = writeln!(
         s,
-        "## Ratios\n\nThroughput ratios (> 1: the first is faster) and CPU/request ratios (< 1: the first is cheaper).\n"
+        "## Ratios\n\nThroughput ratios (> 1: the first is faster) and CPU/request ratios (< 1: the first is cheaper), of the medians; in brackets the same ratio round by round.\n"
     );
     let _ = writeln!(
         s,
-        "| scenario | uring/epoll req/s | uring/epoll CPU/req | ringway/nginx req/s | ringway/nginx CPU/req | ringway/direct req/s |\n|---|---:|---:|---:|---:|---:|"
+        "| scenario | uring/epoll req/s | uring/epoll CPU/req | uring/nginx req/s | uring/nginx CPU/req | uring/nginx user CPU/req | uring/direct req/s |\n|---|---:|---:|---:|---:|---:|---:|"
     );
+    let rps = |m: &Metrics| Some(m.rps);
+    let cpu = |m: &Metrics| m.cpu_us_per_req;
+    let user = |m: &Metrics| m.cpu_user_us_per_req;
+    let per_round = |v: Vec<f64>| {
+        if v.len() < 2 {
+            String::new()
+        } else {
+            format!(
+                " [{}]",
+                v.iter()
+                    .map(|x| format!("{x:.2}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            )
+        }
+    };
     for sc in scenario_names(r) {
         if sc == "idle-10k" {
             continue;
         }
         let g = |t: &str, f: &dyn Fn(&Metrics) -> Option<f64>| med(r, &sc, t).and_then(f);
-        let rps = |m: &Metrics| Some(m.rps);
-        let cpu = |m: &Metrics| m.cpu_us_per_req;
+        let (u, e, n) = ("ringway-uring", "ringway-epoll", "nginx");
         let _ = writeln!(
             s,
-            "| {sc} | {} | {} | {} | {} | {} |",
-            ratio(g("ringway-uring", &rps), g("ringway-epoll", &rps)),
-            ratio(g("ringway-uring", &cpu), g("ringway-epoll", &cpu)),
-            ratio(g("ringway-uring", &rps), g("nginx", &rps)),
-            ratio(g("ringway-uring", &cpu), g("nginx", &cpu)),
-            ratio(g("ringway-uring", &rps), g("direct", &rps))
+            "| {sc} | {} | {}{} | {} | {}{} | {} | {} |",
+            ratio(g(u, &rps), g(e, &rps)),
+            ratio(g(u, &cpu), g(e, &cpu)),
+            per_round(round_ratios(r, &sc, u, e, &cpu)),
+            ratio(g(u, &rps), g(n, &rps)),
+            ratio(g(u, &cpu), g(n, &cpu)),
+            per_round(round_ratios(r, &sc, u, n, &cpu)),
+            ratio(g(u, &user), g(n, &user)),
+            ratio(g(u, &rps), g("direct", &rps))
         );
     }
     let _ = writeln!(
         s,
-        "\nringway/… ratios use `ringway-uring`. Charts: throughput.svg, cpu_per_req.svg, latency_<scenario>.svg, idle_rss_per_conn.svg. Raw rounds: results.json."
+        "\nCharts: throughput.svg, cpu_per_req.svg, cpu_user_per_req.svg, cpu_kernel_per_req.svg, latency_<scenario>.svg, latency_open_p99.svg, idle_rss_per_conn.svg. Raw rounds: results.json."
     );
-    feature_effects(r, &mut s);
-    s
 }
 
 /// The io_uring variant targets present in the results, in [`TargetKind::variants`] order.
@@ -359,171 +516,47 @@ fn feature_effects(r: &Results, s: &mut String) {
     }
 }
 
-/// Grouped bars: one group per scenario, one bar per target.
-fn bar_chart(
-    r: &Results,
-    scenarios: &[String],
-    path: &Path,
-    title: &str,
-    y_desc: &str,
-    value: impl Fn(&Metrics) -> Option<f64>,
-) -> anyhow::Result<()> {
-    let targets = target_names(r);
-    let ymax = scenarios
-        .iter()
-        .flat_map(|s| targets.iter().filter_map(|t| med(r, s, t).and_then(&value)))
-        .fold(0.0f64, f64::max)
-        .max(1.0)
-        * 1.15;
-    let n = scenarios.len().max(1);
-    let root = SVGBackend::new(path, (160 * n as u32 + 240, 480)).into_drawing_area();
-    root.fill(&WHITE)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 20))
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(70)
-        .build_cartesian_2d(-0.5f64..(n as f64 - 0.5), 0f64..ymax)?;
-    let names = scenarios.to_vec();
-    chart
-        .configure_mesh()
-        .disable_x_mesh()
-        .x_labels(n)
-        .x_label_formatter(&|x| {
-            let i = x.round();
-            if (x - i).abs() < 1e-6 && i >= 0.0 {
-                names.get(i as usize).cloned().unwrap_or_default()
-            } else {
-                String::new()
-            }
-        })
-        .y_desc(y_desc)
-        .draw()?;
-    let w = 0.8 / targets.len().max(1) as f64;
-    for (j, t) in targets.iter().enumerate() {
-        let color = Palette99::pick(j).to_rgba();
-        let bars: Vec<_> = scenarios
-            .iter()
-            .enumerate()
-            .filter_map(|(i, s)| med(r, s, t).and_then(&value).map(|v| (i, v)))
-            .map(|(i, v)| {
-                let x0 = i as f64 - 0.4 + j as f64 * w;
-                Rectangle::new([(x0, 0.0), (x0 + w * 0.95, v)], color.filled())
-            })
-            .collect();
-        chart
-            .draw_series(bars)?
-            .label(t.as_str())
-            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], color.filled()));
-    }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .border_style(BLACK)
-        .background_style(WHITE.mix(0.85))
-        .draw()?;
-    root.present()?;
-    Ok(())
-}
-
-/// Latency percentiles (p50, p90, p99, p99.9, max) of every target for one scenario, log scale.
-fn latency_chart(r: &Results, scenario: &str, path: &Path) -> anyhow::Result<()> {
-    let targets = target_names(r);
-    let labels = ["p50", "p90", "p99", "p99.9", "max"];
-    let pts = |m: &Metrics| [m.p50_us, m.p90_us, m.p99_us, m.p999_us, m.max_us];
-    let ymax = targets
-        .iter()
-        .filter_map(|t| med(r, scenario, t))
-        .flat_map(pts)
-        .fold(10.0f64, f64::max)
-        * 2.0;
-    let root = SVGBackend::new(path, (720, 480)).into_drawing_area();
-    root.fill(&WHITE)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(
-            format!("Latency percentiles, {scenario} (median of rounds)"),
-            ("sans-serif", 20),
-        )
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(70)
-        .build_cartesian_2d(
-            -0.25f64..(labels.len() as f64 - 0.75),
-            (1.0f64..ymax).log_scale(),
-        )?;
-    chart
-        .configure_mesh()
-        .x_labels(labels.len())
-        .x_label_formatter(&|x| {
-            let i = x.round();
-            if (x - i).abs() < 1e-6 && i >= 0.0 {
-                labels
-                    .get(i as usize)
-                    .map(|s| s.to_string())
-                    .unwrap_or_default()
-            } else {
-                String::new()
-            }
-        })
-        .y_desc("µs (log)")
-        .draw()?;
-    for (j, t) in targets.iter().enumerate() {
-        let Some(m) = med(r, scenario, t) else {
-            continue;
-        };
-        let color = Palette99::pick(j).to_rgba();
-        let series: Vec<(f64, f64)> = pts(m)
-            .iter()
-            .enumerate()
-            .map(|(i, v)| (i as f64, v.max(1.0)))
-            .collect();
-        chart
-            .draw_series(LineSeries::new(series.clone(), color.stroke_width(2)))?
-            .label(t.as_str())
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 14, y)], color.stroke_width(2))
-            });
-        chart.draw_series(
-            series
-                .into_iter()
-                .map(|p| Circle::new(p, 3, color.filled())),
-        )?;
-    }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .border_style(BLACK)
-        .background_style(WHITE.mix(0.85))
-        .draw()?;
-    root.present()?;
-    Ok(())
-}
-
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use crate::suite::host::Host;
     use crate::suite::{Cell, Meta};
 
-    fn cell(scenario: &str, target: &str, rps: f64, cpu: f64) -> Cell {
+    /// A cell whose median is `Metrics::default()` changed by `f`.
+    pub(crate) fn cell_with(scenario: &str, target: &str, f: impl FnOnce(&mut Metrics)) -> Cell {
+        let mut m = Metrics::default();
+        f(&mut m);
         Cell {
             scenario: scenario.into(),
             target: target.into(),
             status: "ok".into(),
             note: None,
-            median: Some(Metrics {
-                rps,
-                cpu_us_per_req: Some(cpu),
-                ..Metrics::default()
-            }),
+            median: Some(m),
             rounds: Vec::new(),
         }
     }
 
-    fn results(cells: Vec<Cell>) -> Results {
+    fn cell(scenario: &str, target: &str, rps: f64, cpu: f64) -> Cell {
+        cell_with(scenario, target, |m| {
+            m.rps = rps;
+            m.cpu_us_per_req = Some(cpu);
+        })
+    }
+
+    pub(crate) fn results(cells: Vec<Cell>) -> Results {
         Results {
             meta: Meta {
+                host: Host {
+                    cpu_model: "AMD EPYC".into(),
+                    cpu_vendor: "AuthenticAMD".into(),
+                    cpu_short: "amd-epyc".into(),
+                    mitigations: vec!["spectre_v2: Mitigation: Retpolines".into()],
+                    kernel: "6.1".into(),
+                    hypervisor: true,
+                    ..Host::default()
+                },
                 kernel: "6.1".into(),
-                cpu_model: "cpu".into(),
+                cpu_model: "AMD EPYC".into(),
                 cores: 2,
                 date: "2025-01-01T00:00:00Z".into(),
                 git_revision: None,
@@ -531,12 +564,18 @@ mod tests {
                 rounds: 1,
                 duration_s: 1.0,
                 warmup_s: 0.5,
+                trace_s: 0.0,
+                wrk_s: 0.0,
                 target_cpus: vec![1],
                 client_cpus: vec![0],
                 load_threads: 1,
                 perf: false,
+                alloc_probes: false,
+                alloc_probes_note: None,
                 versions: Default::default(),
                 nofile: 1024,
+                open_loop: None,
+                wall_s: 0.0,
             },
             cells,
         }
@@ -564,5 +603,39 @@ mod tests {
         assert!(md.contains("tokio current_thread"), "{md}");
         let without = results(vec![cell("hello", "ringway-uring", 1.0, 1.0)]);
         assert!(!markdown(&without).contains("Feature effect"));
+    }
+
+    #[test]
+    fn report_names_the_host_first() {
+        let md = markdown(&results(vec![cell("hello", "nginx", 1.0, 1.0)]));
+        let host = md.find("## Host").expect("host section");
+        let summary = md.find("## Summary").expect("summary");
+        assert!(host < summary, "{md}");
+        for want in [
+            "- CPU: AMD EPYC (vendor AuthenticAMD)",
+            "- hypervisor: yes",
+            "  - spectre_v2: Mitigation: Retpolines",
+            "- nginx: not installed",
+            "## Goals on this host",
+        ] {
+            assert!(md.contains(want), "missing {want:?} in:\n{md}");
+        }
+    }
+
+    #[test]
+    fn round_ratios_pair_rounds_by_index() {
+        let mut a = cell("proxy-small", "ringway-uring", 1.0, 1.0);
+        let mut b = cell("proxy-small", "ringway-epoll", 1.0, 1.0);
+        let cpu = |v: f64| Metrics {
+            cpu_us_per_req: Some(v),
+            ..Metrics::default()
+        };
+        a.rounds = vec![cpu(10.0), cpu(30.0)];
+        b.rounds = vec![cpu(20.0), cpu(20.0), cpu(5.0)];
+        let r = results(vec![a, b]);
+        let v = round_ratios(&r, "proxy-small", "ringway-uring", "ringway-epoll", &|m| {
+            m.cpu_us_per_req
+        });
+        assert_eq!(v, [0.5, 1.5]);
     }
 }

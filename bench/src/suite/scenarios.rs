@@ -22,6 +22,24 @@ pub struct Scenario {
     /// The target answers by itself with [`HELLO_BODY`]: no backend runs, so the numbers are the
     /// target's event loop and HTTP codec alone (the `hello` scenario).
     pub local: bool,
+    /// Open loop at fixed rates ([`OPEN_LOOP_LOADS`] of the reference's closed-loop maximum),
+    /// latency from the scheduled send time (the `latency-open` scenario).
+    pub open_loop: bool,
+    /// Also measured with wrk, as a check of the suite's own client.
+    pub wrk_check: bool,
+}
+
+/// latency-open: the loads, in percent of the reference target's closed-loop maximum on
+/// proxy-small (the same run's median). Each load is one cell, `latency-open-<pct>`.
+pub const OPEN_LOOP_LOADS: [u32; 2] = [50, 90];
+
+/// The target whose closed-loop maximum on proxy-small sets the open-loop rates, and the
+/// fall-backs when it is not installed, in order.
+pub const OPEN_LOOP_REFERENCE: [&str; 4] = ["nginx", "haproxy", "ringway-epoll", "ringway-uring"];
+
+/// The cell name of one open-loop load: `latency-open-50`.
+pub fn open_loop_cell(sc: &Scenario, pct: u32) -> String {
+    format!("{}-{pct}", sc.name)
 }
 
 /// The body every target answers the `hello` scenario with, byte for byte (`text/plain`), the
@@ -41,18 +59,24 @@ const BASE: Scenario = Scenario {
     fanout: false,
     idle_connections: None,
     local: false,
+    open_loop: false,
+    wrk_check: false,
 };
 
 /// Every scenario, in report order.
-pub const ALL: [Scenario; 8] = [
+pub const ALL: [Scenario; 9] = [
     Scenario {
         name: "hello",
         path: "/hello",
         body_size: HELLO_BODY.len(),
         local: true,
+        wrk_check: true,
         ..BASE
     },
-    BASE,
+    Scenario {
+        wrk_check: true,
+        ..BASE
+    },
     Scenario {
         name: "proxy-256",
         connections: 256,
@@ -82,6 +106,12 @@ pub const ALL: [Scenario; 8] = [
     Scenario {
         name: "idle-10k",
         idle_connections: Some(10_000),
+        ..BASE
+    },
+    // proxy-small's traffic at fixed rates; runs after every closed-loop round of the run.
+    Scenario {
+        name: "latency-open",
+        open_loop: true,
         ..BASE
     },
 ];

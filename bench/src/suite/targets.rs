@@ -153,6 +153,8 @@ pub struct Tools {
     pub nginx: Option<PathBuf>,
     /// haproxy binary.
     pub haproxy: Option<PathBuf>,
+    /// wrk, the external load generator the suite's own client is checked against.
+    pub wrk: Option<PathBuf>,
 }
 
 /// Finds an executable on PATH (and the sbin directories Debian installs servers into).
@@ -168,19 +170,23 @@ impl Tools {
     /// Looks for every tool; `ringway` overrides the ringway binary path.
     pub fn discover(ringway: Option<PathBuf>) -> Tools {
         let ringway = ringway.or_else(|| {
-            // The workspace's release build, then PATH.
+            // The build next to this binary (same profile and target dir, CARGO_TARGET_DIR or
+            // not), then the workspace's release build, then PATH.
+            let sibling = std::env::current_exe()
+                .ok()
+                .and_then(|e| Some(e.parent()?.join("ringway")));
             let ws = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/ringway");
-            if ws.is_file() {
-                Some(ws)
-            } else {
-                which("ringway")
-            }
+            sibling
+                .filter(|p| p.is_file())
+                .or_else(|| ws.is_file().then_some(ws))
+                .or_else(|| which("ringway"))
         });
         Tools {
             self_exe: std::env::current_exe().ok(),
             ringway,
             nginx: which("nginx"),
             haproxy: which("haproxy"),
+            wrk: which("wrk"),
         }
     }
 
@@ -322,14 +328,74 @@ pub fn start(t: TargetKind, tools: &Tools, s: &TargetSetup<'_>) -> Result<Runnin
             cmd.arg("-db").arg("-f").arg(&cfg);
         }
     }
+    spawn_ready(cmd, bin, name, addr, tcp_addr, log, s.cpus)
+}
+
+/// The `--io` value in a list of extra ringway arguments (`--io epoll` or `--io=epoll`).
+pub fn io_in_args(args: &[String]) -> Option<&str> {
+    args.iter().enumerate().find_map(|(i, a)| {
+        if a == "--io" {
+            args.get(i + 1).map(String::as_str)
+        } else {
+            a.strip_prefix("--io=")
+        }
+    })
+}
+
+/// Starts one ringway build for an A/B: `bin run --config <generated> --shards 1 <args>`, the
+/// config's driver taken from `--io` in `args` (uring when absent, and then `--io uring` is
+/// passed too). `name` names its config and log files.
+///
+/// # Errors
+/// As [`start`].
+pub fn start_ringway_build(
+    bin: &Path,
+    args: &[String],
+    name: &str,
+    s: &TargetSetup<'_>,
+) -> Result<RunningTarget, String> {
+    let port = free_port().map_err(|e| format!("free port: {e}"))?;
+    let admin = free_port().map_err(|e| format!("free port: {e}"))?;
+    let tcp_addr = format!("127.0.0.1:{port}");
+    let addr = Addr::Tcp(tcp_addr.parse().map_err(|e| format!("{e}"))?);
+    let io = io_in_args(args).unwrap_or("uring");
+    let cfg = s.dir.join(format!("{name}.toml"));
+    write(&cfg, &ringway_config(&tcp_addr, admin, io, &[], s))?;
+    let mut cmd = Command::new(bin);
+    cmd.arg("run").arg("--config").arg(&cfg);
+    cmd.args(["--shards", "1"]);
+    if io_in_args(args).is_none() {
+        cmd.args(["--io", "uring"]);
+    }
+    cmd.args(args);
+    let log = s.dir.join(format!("{name}.log"));
+    spawn_ready(cmd, bin, name, addr, tcp_addr, log, s.cpus)
+}
+
+/// Spawns `cmd` pinned to `cpus` with its output in `log`, and waits until it accepts.
+fn spawn_ready(
+    mut cmd: Command,
+    bin: &Path,
+    name: &str,
+    addr: Addr,
+    tcp_addr: String,
+    log: PathBuf,
+    cpus: &[usize],
+) -> Result<RunningTarget, String> {
     let logf = std::fs::File::create(&log).map_err(|e| format!("log file: {e}"))?;
     let logf2 = logf.try_clone().map_err(|e| format!("log file: {e}"))?;
     cmd.stdin(Stdio::null()).stdout(logf).stderr(logf2);
-    let cpus = s.cpus.to_vec();
-    // SAFETY: the hook runs between fork and exec; it only calls sched_setaffinity, which is
-    // async-signal-safe, on a set built before the fork (no allocation in the child).
+    let cpus = cpus.to_vec();
+    // SAFETY: the hook runs between fork and exec; it only makes two syscalls (prctl and
+    // sched_setaffinity, both async-signal-safe) on data built before the fork, no allocation.
     unsafe {
-        cmd.pre_exec(move || crate::procfs::set_affinity(0, &cpus));
+        cmd.pre_exec(move || {
+            // A suite killed mid-run (Ctrl-C) takes its targets with it instead of leaving them
+            // pinned and listening. The parent is this process's main thread, which forks every
+            // target and lives as long as the process.
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            crate::procfs::set_affinity(0, &cpus)
+        });
     }
     let child = cmd
         .spawn()
@@ -449,7 +515,8 @@ fn ssi_page() -> String {
     format!("{{{}}}", parts.join(","))
 }
 
-/// nginx: 1 worker, no access log, upstream keepalive, HTTP/1.1 to the upstream.
+/// nginx: 1 worker, no access log, upstream keepalive, HTTP/1.1 to the upstream, proxy buffers
+/// that hold a 64 KiB answer in memory and never a temp file (bench/README.md, "Fair peers").
 fn nginx_config(listen: &str, dir: &Path, s: &TargetSetup<'_>) -> String {
     let d = dir.display();
     let servers: String = s
@@ -490,7 +557,8 @@ fn nginx_config(listen: &str, dir: &Path, s: &TargetSetup<'_>) -> String {
             ),
             format!(
                 "  location = /page {{ root {d}/www; default_type application/json; ssi on; ssi_types *; }}\n\
-                 \x20 location / {{ proxy_pass http://b; proxy_http_version 1.1; proxy_set_header Connection \"\"; }}\n"
+                 \x20 location / {{ proxy_pass http://b; proxy_http_version 1.1; proxy_set_header Connection \"\";\n\
+                 \x20   proxy_buffer_size 16k; proxy_buffers 8 16k; proxy_max_temp_file_size 0; }}\n"
             ),
         )
     };
@@ -590,6 +658,17 @@ mod tests {
             c.find("/page").unwrap_or(usize::MAX) < c.find("path_prefix = \"/\"\n").unwrap_or(0)
         );
         assert!(ssi_page().matches("<!--# include virtual=").count() == 4);
+        // nginx holds a 64 KiB body in memory (8 × 16 KiB) and never spills it to a temp file.
+        let n = nginx_config("127.0.0.1:8080", Path::new("/tmp"), &s);
+        for want in [
+            "proxy_buffers 8 16k;",
+            "proxy_buffer_size 16k;",
+            "proxy_max_temp_file_size 0;",
+            "keepalive 64;",
+            "access_log off;",
+        ] {
+            assert!(n.contains(want), "missing {want:?} in:\n{n}");
+        }
         assert!(!c.contains("[io_uring]"), "no overrides asked:\n{c}");
     }
 
@@ -645,6 +724,31 @@ mod tests {
             assert!(
                 out.status.success(),
                 "nginx -t: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        // The proxy config too (buffers, temp-file limit, upstream keepalive), with a backend.
+        if let Some(nginx) = &tools.nginx {
+            let sc64 = scenarios::by_name("proxy-64k").expect("scenario");
+            let be = ["127.0.0.1:9001".parse().expect("addr")];
+            let p = TargetSetup {
+                scenario: &sc64,
+                backends: &be,
+                ..s
+            };
+            let conf = dir.path().join("nginx-proxy.conf");
+            std::fs::write(&conf, nginx_config("127.0.0.1:8080", dir.path(), &p)).expect("write");
+            let out = Command::new(nginx)
+                .arg("-t")
+                .arg("-p")
+                .arg(dir.path())
+                .arg("-c")
+                .arg(&conf)
+                .output()
+                .expect("nginx -t");
+            assert!(
+                out.status.success(),
+                "nginx -t (proxy): {}",
                 String::from_utf8_lossy(&out.stderr)
             );
         }
