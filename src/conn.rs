@@ -540,11 +540,12 @@ async fn read_head(
         max_head_bytes: gw.config.limits.max_head_bytes,
         max_headers: gw.config.limits.max_headers,
     };
+    let policy = gw.target_policy();
     let t = &gw.config.timeouts;
     let mut head_deadline: Option<Instant> = None;
     loop {
         if !client.buf.is_empty() {
-            match http::parse_request_head(&mut client.buf, scanner, &limits) {
+            match http::parse_request_head_with(&mut client.buf, scanner, &limits, &policy) {
                 Ok(Status::Complete(h)) => return Ok(h),
                 Ok(Status::Partial) => {}
                 Err(e) => return Err(NoHead::Invalid(e)),

@@ -25,6 +25,11 @@ pub enum ErrorKind {
     InvalidMethod,
     /// Request-target has bytes outside the URI grammar or is not one of the four forms (RFC 9112 §3.2).
     InvalidTarget,
+    /// A `..` segment in the path that would climb above the root (RFC 3986 §5.2.4; refused
+    /// rather than clamped, see [`normalize_path`](super::normalize_path)).
+    PathAboveRoot,
+    /// `%2F`, `%5C` or a raw `\` in the path, refused unless `server.encoded_slashes = "keep"`.
+    EncodedSlash,
     /// Authority-form without CONNECT, `*` without OPTIONS, CONNECT without authority-form (RFC 9112 §3.2.3, §3.2.4).
     TargetFormNotAllowed,
     /// The version field is not `HTTP/DIGIT.DIGIT` (RFC 9112 §2.3).
@@ -102,6 +107,8 @@ impl ErrorKind {
         match self {
             InvalidMethod => "invalid_method",
             InvalidTarget => "invalid_target",
+            PathAboveRoot => "path_above_root",
+            EncodedSlash => "encoded_slash",
             TargetFormNotAllowed => "target_form_not_allowed",
             InvalidVersion => "invalid_version",
             VersionNotSupported => "version_not_supported",

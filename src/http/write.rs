@@ -134,8 +134,9 @@ impl<'a> Forwarded<'a> {
 
 /// Writes the head to send to a backend for a client's request into `out`.
 ///
-/// - Request line in origin-form (an absolute-form target is reduced to path and query; the
-///   authority becomes Host, RFC 9112 §3.2.2), always `HTTP/1.1`.
+/// - Request line in origin-form with the normalized path ([`RequestHead::path`]) and the query
+///   as sent (an absolute-form target is reduced to path and query; the authority becomes Host,
+///   RFC 9112 §3.2.2), always `HTTP/1.1`.
 /// - Host first: the request's host, else `fwd.default_host`.
 /// - Dropped: hop-by-hop fields (Connection, Keep-Alive, Proxy-Connection, TE,
 ///   Transfer-Encoding, Upgrade unless `fwd.tunnel`), every field named in Connection, Expect
@@ -151,9 +152,14 @@ pub fn write_forward_request_head(out: &mut BytesMut, head: &RequestHead, fwd: &
     let ranges = head.ranges();
     let facts = &head.facts;
     let mut w = HeadWriter::new(out);
+    // The normalized path: the backend sees the path the router matched (the query as sent).
     match head.target_form() {
-        TargetForm::Absolute => w.request_line(head.method_bytes(), head.path(), head.query()),
-        _ => w.request_line(head.method_bytes(), head.target(), None),
+        TargetForm::Origin | TargetForm::Absolute => {
+            w.request_line(head.method_bytes(), head.path(), head.query())
+        }
+        TargetForm::Authority | TargetForm::Asterisk => {
+            w.request_line(head.method_bytes(), head.target(), None)
+        }
     };
     w.header(b"host", head.host().unwrap_or(fwd.default_host));
     let tunnel = fwd.tunnel && head.upgrade().is_some();

@@ -390,3 +390,25 @@ fn head_writer_builds_heads() {
         b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 1234\r\n\r\n"
     );
 }
+
+#[test]
+fn forward_request_sends_the_normalized_path_rfc3986_6_2_2() {
+    for target in [
+        &b"/public/../admin?x=%2e%2E"[..],
+        b"/public/%2e%2e/admin?x=%2e%2E",
+        b"/%61dmin?x=%2e%2E",
+        b"//admin?x=%2e%2E",
+        b"http://h//public/./../%61dmin?x=%2e%2E",
+    ] {
+        let mut input = b"GET ".to_vec();
+        input.extend_from_slice(target);
+        input.extend_from_slice(b" HTTP/1.1\r\nHost: h\r\n\r\n");
+        let out = forward(&input, &Forwarded::new(CLIENT, b"up"));
+        // The query is left as sent.
+        assert!(
+            out.starts_with("GET /admin?x=%2e%2E HTTP/1.1\r\n"),
+            "{:?} forwarded as {out}",
+            String::from_utf8_lossy(target)
+        );
+    }
+}

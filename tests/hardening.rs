@@ -1,0 +1,153 @@
+//! Hardening II (issue 16) through the running gateway, on both drivers: request-target
+//! normalization (the path routed is the path forwarded), chunk extensions (strict, never
+//! forwarded), codings an HTTP/1.0 client cannot be told about, and CONNECT.
+
+mod common;
+
+use std::time::Duration;
+
+use common::backend::{Backend, BackendSpec};
+use common::gateway::{Client, Gateway, Response, preamble};
+use common::tap::Tap;
+
+/// A gateway (1 shard) with `/admin` going to the `admin` backend and everything else to the
+/// `app` backend, each behind a recording tap.
+struct Rig {
+    gw: Gateway,
+    admin: Backend,
+    app: Backend,
+    app_tap: Tap,
+}
+
+impl Rig {
+    fn start(driver: &str, extra_server: &str) -> Rig {
+        let admin = Backend::tcp(BackendSpec {
+            name: "admin".into(),
+            ..BackendSpec::default()
+        });
+        let app = Backend::tcp(BackendSpec {
+            name: "app".into(),
+            ..BackendSpec::default()
+        });
+        let app_tap = Tap::new(app.addr.unwrap());
+        let (mut cfg, addr, admin_addr) = preamble(driver, 1);
+        // Server keys go into the preamble's [server] table.
+        cfg = cfg.replacen(
+            "pin_cpus = false\n",
+            &format!("pin_cpus = false\n{extra_server}"),
+            1,
+        );
+        cfg.push_str(&format!(
+            "[[upstream]]\nname = \"admin\"\nendpoints = [\"{}\"]\n\n\
+             [[upstream]]\nname = \"app\"\nendpoints = [\"{}\"]\n\n\
+             [[route]]\npath_prefix = \"/admin\"\nupstream = \"admin\"\n\n\
+             [[route]]\npath_prefix = \"/\"\nupstream = \"app\"\n",
+            admin.endpoint(),
+            app_tap.endpoint()
+        ));
+        let gw = Gateway::start(&cfg, addr, admin_addr);
+        Rig {
+            gw,
+            admin,
+            app,
+            app_tap,
+        }
+    }
+
+    fn send(&self, raw: &[u8]) -> (Response, Client) {
+        let mut c = Client::connect(self.gw.addr);
+        c.send(raw);
+        let r = c
+            .read_response(false)
+            .unwrap_or_else(|| panic!("no response to {:?}", String::from_utf8_lossy(raw)));
+        (r, c)
+    }
+
+    fn get(&self, target: &str) -> Response {
+        self.send(format!("GET {target} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
+            .0
+    }
+}
+
+/// The request line of the last head a backend received.
+fn last_request_line(b: &Backend) -> String {
+    b.heads()
+        .last()
+        .and_then(|h| h.lines().next().map(str::to_string))
+        .unwrap_or_default()
+}
+
+both_drivers!(bypasses_are_routed_and_forwarded_as_admin, |driver| {
+    let rig = Rig::start(driver, "");
+    for target in [
+        "/admin",
+        "/public/../admin",
+        "/public/%2e%2e/admin",
+        "/%61dmin",
+        "//admin",
+        "/public/./%2E%2e//admin?q=/../x",
+    ] {
+        let before = rig.admin.requests();
+        let r = rig.get(target);
+        assert_eq!(r.status, 200, "{target}: {}", r.text());
+        assert!(
+            r.text().contains("\"backend\":\"admin\""),
+            "{target} must be routed by the /admin route, got {}",
+            r.text()
+        );
+        assert_eq!(rig.admin.requests(), before + 1, "{target}");
+        let want = match target.split_once('?') {
+            Some((_, q)) => format!("GET /admin?{q} HTTP/1.1"),
+            None => "GET /admin HTTP/1.1".to_string(),
+        };
+        assert_eq!(last_request_line(&rig.admin), want, "{target} forwarded as");
+    }
+    assert_eq!(
+        rig.app.requests(),
+        0,
+        "the app backend saw {:?}",
+        rig.app.heads()
+    );
+});
+
+both_drivers!(other_paths_forwarded_normalized, |driver| {
+    let rig = Rig::start(driver, "");
+    let r = rig.get("/a/b/../%63?x=%2e%2E");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(last_request_line(&rig.app), "GET /a/c?x=%2e%2E HTTP/1.1");
+    let raw = String::from_utf8_lossy(&rig.app_tap.received()).to_string();
+    assert!(raw.starts_with("GET /a/c?x=%2e%2E HTTP/1.1\r\n"), "{raw}");
+});
+
+both_drivers!(paths_refused_with_400, |driver| {
+    let rig = Rig::start(driver, "");
+    for (target, reason) in [
+        ("/../admin", "path_above_root"),
+        ("/public/%2e%2e/%2e%2e/admin", "path_above_root"),
+        ("/admin%2fx", "encoded_slash"),
+        ("/admin%5Cx", "encoded_slash"),
+        ("/admin\\x", "encoded_slash"),
+        ("/bad%zz", "invalid_target"),
+    ] {
+        let (r, mut c) = rig.send(format!("GET {target} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
+        assert_eq!(r.status, 400, "{target}: {}", r.text());
+        assert!(r.text().contains(reason), "{target}: {}", r.text());
+        assert!(c.is_closed(Duration::from_secs(3)), "{target}: not closed");
+    }
+    assert_eq!(rig.admin.requests() + rig.app.requests(), 0);
+});
+
+both_drivers!(encoded_slashes_kept_when_configured, |driver| {
+    let rig = Rig::start(
+        driver,
+        "encoded_slashes = \"keep\"\nmerge_slashes = false\n",
+    );
+    let r = rig.get("/files/a%2fb\\c");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(last_request_line(&rig.app), "GET /files/a%2Fb\\c HTTP/1.1");
+    // Unmerged: `//admin` is not `/admin`, it goes to the app as sent.
+    let r = rig.get("//admin");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(last_request_line(&rig.app), "GET //admin HTTP/1.1");
+    assert_eq!(rig.admin.requests(), 0);
+});
