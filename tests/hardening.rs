@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use common::backend::{Backend, BackendSpec};
 use common::gateway::{Client, Gateway, Response, preamble};
+use common::scripted::{Scripted, read_head};
 use common::tap::Tap;
 
 /// A gateway (1 shard) with `/admin` going to the `admin` backend and everything else to the
@@ -150,4 +151,95 @@ both_drivers!(encoded_slashes_kept_when_configured, |driver| {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(last_request_line(&rig.app), "GET //admin HTTP/1.1");
     assert_eq!(rig.admin.requests(), 0);
+});
+
+/// A request the backend must never see; smuggling cases hide it after a bad body.
+const SMUGGLED: &str = "GET /smuggled HTTP/1.1\r\nHost: t\r\n\r\n";
+
+/// A gateway (1 shard) proxying every path to `backend`.
+fn proxy_to(driver: &str, backend: &str) -> Gateway {
+    let (mut cfg, addr, admin) = preamble(driver, 1);
+    cfg.push_str(&format!(
+        "[[upstream]]\nname = \"b\"\nendpoints = [\"{backend}\"]\n\n[[route]]\npath_prefix = \"/\"\nupstream = \"b\"\n"
+    ));
+    Gateway::start(&cfg, addr, admin)
+}
+
+/// Sends `raw` and reads until the gateway closes: the response bytes as they came.
+fn exchange_raw(gw: &Gateway, raw: &[u8]) -> String {
+    let mut c = Client::connect(gw.addr);
+    c.send(raw);
+    let mut out = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut c.reader, &mut out);
+    String::from_utf8_lossy(&out).to_string()
+}
+
+/// A scripted backend that reads one request head and answers `response` (then closes).
+fn answering(response: &'static [u8]) -> Scripted {
+    Scripted::start(move |mut s, _| {
+        let mut buf = Vec::new();
+        if read_head(&mut s, &mut buf).is_some() {
+            let _ = std::io::Write::write_all(&mut s, response);
+        }
+    })
+}
+
+both_drivers!(request_chunk_extensions_validated_and_dropped, |driver| {
+    let backend = Backend::tcp(BackendSpec::default());
+    let tap = Tap::new(backend.addr.unwrap());
+    let gw = proxy_to(driver, &tap.endpoint());
+    let head = "POST /up HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n";
+    let mut c = Client::connect(gw.addr);
+    c.send(format!("{head}5 ; a = b;c=\"d \\\" e\"\r\nhello\r\n0;last\r\n\r\n").as_bytes());
+    let r = c.read_response(false).expect("response");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().contains("\"body_len\":5"), "{}", r.text());
+    let raw = String::from_utf8_lossy(&tap.received()).to_string();
+    assert!(
+        raw.ends_with("\r\n\r\n5\r\nhello\r\n0\r\n\r\n"),
+        "the backend must get the chunk sizes alone, got {raw:?}"
+    );
+    assert!(!raw.contains(";"), "an extension was forwarded: {raw:?}");
+
+    for (name, body) in [
+        ("no_name", "2;\r\nhi\r\n0\r\n\r\n"),
+        ("name_not_token", "2;a@b\r\nhi\r\n0\r\n\r\n"),
+        ("empty_value", "2;a=\r\nhi\r\n0\r\n\r\n"),
+        ("unterminated_quote", "2;a=\"b\r\nhi\r\n0\r\n\r\n"),
+        ("trailing_bws", "2;a \r\nhi\r\n0\r\n\r\n"),
+        ("last_chunk", "2\r\nhi\r\n0;=x\r\n\r\n"),
+    ] {
+        tap.clear();
+        let out = exchange_raw(&gw, format!("{head}{body}{SMUGGLED}").as_bytes());
+        assert!(out.starts_with("HTTP/1.1 400 "), "{name}: {out}");
+        assert!(out.contains("invalid_chunk_extension"), "{name}: {out}");
+        let raw = String::from_utf8_lossy(&tap.received()).to_string();
+        assert!(!raw.contains("/smuggled"), "{name}: smuggled: {raw:?}");
+    }
+});
+
+both_drivers!(response_chunk_extensions_validated_and_dropped, |driver| {
+    let good = answering(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;x=\"y\";z\r\nhello\r\n0 ;end=1\r\n\r\n",
+    );
+    let gw = proxy_to(driver, &good.addr.to_string());
+    let out = exchange_raw(
+        &gw,
+        b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    );
+    assert!(out.starts_with("HTTP/1.1 200 "), "{out}");
+    assert!(
+        out.ends_with("\r\n\r\n5\r\nhello\r\n0\r\n\r\n"),
+        "the client must get the chunk sizes alone: {out:?}"
+    );
+
+    let bad =
+        answering(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;\r\nhello\r\n0\r\n\r\n");
+    let gw = proxy_to(driver, &bad.addr.to_string());
+    let out = exchange_raw(
+        &gw,
+        b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    );
+    assert!(out.starts_with("HTTP/1.1 502 "), "{out}");
+    assert!(!out.contains("hello"), "{out}");
 });
