@@ -320,6 +320,10 @@ pub async fn forward(
             let e = HttpError::upstream(ErrorKind::InvalidStatus);
             return fail(client, group, &head, &body, Failure::BadResponse(e)).await;
         }
+        if let Err(e) = http::check_codings_deliverable(&resp, head.version()) {
+            // Not the backend's fault (it was spoken to in HTTP/1.1): no health report.
+            return fail(client, group, &head, &body, Failure::BadResponse(e)).await;
+        }
         group.report_success(idx);
         let status = resp.status();
         let relayed = relay_response(client, gw, conn, ubuf, &head, resp, times, sent).await;

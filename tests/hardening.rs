@@ -243,3 +243,36 @@ both_drivers!(response_chunk_extensions_validated_and_dropped, |driver| {
     assert!(out.starts_with("HTTP/1.1 502 "), "{out}");
     assert!(!out.contains("hello"), "{out}");
 });
+
+both_drivers!(coded_body_never_reaches_http10_client_unnamed, |driver| {
+    // Opaque "coded" bytes: ringway does not decode gzip, it must not strip the field naming it.
+    const CHUNKED: &[u8] = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n4\r\n\x1f\x8b\x08\x00\r\n0\r\n\r\n";
+    const UNTIL_CLOSE: &[u8] =
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n\x1f\x8b\x08\x00";
+    for (name, response) in [("gzip_chunked", CHUNKED), ("gzip_until_close", UNTIL_CLOSE)] {
+        let backend = answering(response);
+        let gw = proxy_to(driver, &backend.addr.to_string());
+        let out = exchange_raw(&gw, b"GET / HTTP/1.0\r\nHost: t\r\n\r\n");
+        assert!(
+            out.starts_with("HTTP/1.1 502 "),
+            "{name} to HTTP/1.0: {out:?}"
+        );
+        assert!(
+            !out.contains('\u{1f}'),
+            "{name}: coded bytes reached the client: {out:?}"
+        );
+        // An HTTP/1.1 client gets the codings named.
+        let out = exchange_raw(
+            &gw,
+            b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+        );
+        assert!(
+            out.starts_with("HTTP/1.1 200 "),
+            "{name} to HTTP/1.1: {out:?}"
+        );
+        assert!(
+            out.to_ascii_lowercase().contains("transfer-encoding: gzip"),
+            "{name} to HTTP/1.1: {out:?}"
+        );
+    }
+});

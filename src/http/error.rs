@@ -78,6 +78,10 @@ pub enum ErrorKind {
     TransferEncodingOnHttp10,
     /// Transfer-Encoding with no coding, or an element that is not a token (RFC 9112 §6.1).
     InvalidTransferEncoding,
+    /// A response body with a transfer coding other than chunked (gzip, ...) for an HTTP/1.0
+    /// client: Transfer-Encoding cannot be sent to it (RFC 9112 §6.1) and ringway does not decode
+    /// the coding, so the bytes would lose the field that names it. 502.
+    CodingNotDeliverable,
     /// Chunk size line without hex digits, or with a byte that is not allowed (RFC 9112 §7.1).
     InvalidChunkSize,
     /// Chunk size with more than 16 hex digits (it would overflow u64).
@@ -133,6 +137,7 @@ impl ErrorKind {
             UnknownTransferCoding => "unknown_transfer_coding",
             TransferEncodingOnHttp10 => "transfer_encoding_on_http10",
             InvalidTransferEncoding => "invalid_transfer_encoding",
+            CodingNotDeliverable => "coding_not_deliverable",
             InvalidChunkSize => "invalid_chunk_size",
             ChunkSizeOverflow => "chunk_size_overflow",
             InvalidChunkExtension => "invalid_chunk_extension",

@@ -48,8 +48,8 @@ pub use response::{Interim, ResponseHead, parse_response_head};
 pub use scan::HeadScanner;
 
 pub use write::{
-    BodyMode, ConnAfter, Forwarded, HeadWriter, ResponseForward, write_forward_request_head,
-    write_forward_response_head,
+    BodyMode, ConnAfter, Forwarded, HeadWriter, ResponseForward, check_codings_deliverable,
+    write_forward_request_head, write_forward_response_head,
 };
 
 pub use bytes::{Bytes, BytesMut};

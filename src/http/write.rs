@@ -295,6 +295,34 @@ pub struct ResponseForward {
     pub client_conn: ConnAfter,
 }
 
+/// Checks that a backend's response body can reach a `client_version` client with its
+/// transfer codings named. Call it before [`write_forward_response_head`].
+///
+/// RFC 9112 §6.1: "A server MUST NOT send a response containing Transfer-Encoding unless the
+/// corresponding request indicates HTTP/1.1 (or later minor revisions)." ringway removes chunked
+/// for an HTTP/1.0 client itself, but it does not decode other codings (`gzip, chunked`, or an
+/// until-close `gzip`): forwarded, those bytes would arrive with no field saying they are coded.
+///
+/// # Errors
+///
+/// [`ErrorKind::CodingNotDeliverable`] on the upstream side (502) for an HTTP/1.0 client and a
+/// response with a body and any coding but chunked.
+pub fn check_codings_deliverable(
+    head: &ResponseHead,
+    client_version: Version,
+) -> Result<(), super::HttpError> {
+    let coded = head
+        .facts
+        .transfer_encoding
+        .is_some_and(|t| !t.only_chunked());
+    if client_version == Version::Http10 && coded && head.framing() != BodyFraming::Empty {
+        return Err(super::HttpError::upstream(
+            super::ErrorKind::CodingNotDeliverable,
+        ));
+    }
+    Ok(())
+}
+
 /// Writes the head to send to the client for a backend's response into `out`.
 ///
 /// `client_version` is the client's request version, `keep_alive` whether the gateway wants to
@@ -305,7 +333,8 @@ pub struct ResponseForward {
 ///   Content-Length and Transfer-Encoding (re-emitted below).
 /// - Framing: `Content-Length: n`; chunked stays chunked for HTTP/1.1 clients; an HTTP/1.0 client
 ///   never gets chunked: the body is de-chunked ([`BodyMode::Decoded`]) and ends at close; an
-///   until-close body ends at close too. HEAD and 304 responses keep their Content-Length.
+///   until-close body ends at close too. HEAD and 304 responses keep their Content-Length. A body
+///   with other codings cannot go to an HTTP/1.0 client: [`check_codings_deliverable`] first.
 /// - Connection: `close` when the client connection will close, `keep-alive` for an HTTP/1.0
 ///   client that keeps it, `upgrade` for a 101. No Connection field on other 1xx.
 /// - Date: `date` added to a final response that has none (the caller passes the current time;
