@@ -475,24 +475,15 @@ async fn dispatch<'g>(
     gw: &'g Gateway,
     head: RequestHead,
 ) -> (Option<&'g str>, u16, ConnAfter) {
+    if head.method() == http::Method::Connect {
+        // ringway is a gateway, not a forward proxy: no CONNECT tunnels (README "CONNECT").
+        return refuse(client, &head, 501, "connect_not_supported").await;
+    }
     let Some(route) = gw
         .router
         .route(head.host(), head.path(), head.method_bytes())
     else {
-        // The request body (if any) is not read: close unless there is none.
-        let after = if head.keep_alive()
-            && matches!(head.framing(), http::BodyFraming::Empty)
-            && !client.shard.is_draining()
-        {
-            ConnAfter::KeepAlive
-        } else {
-            ConnAfter::Close
-        };
-        let after = match Box::pin(client.send_error(404, "no_route", None, after, &[])).await {
-            Ok(()) => after,
-            Err(_) => ConnAfter::Close,
-        };
-        return (None, 404, after);
+        return refuse(client, &head, 404, "no_route").await;
     };
     let label = Some(route.label.as_str());
     // Each exchange is boxed on its own, sized to its route kind: a respond route does not pay
@@ -522,6 +513,29 @@ async fn dispatch<'g>(
         }
     };
     (label, status, after)
+}
+
+/// Answers a request that is not served (no route, CONNECT) with a JSON error. The request body
+/// (if any) is not read: the connection is closed unless there is none.
+async fn refuse<'g>(
+    client: &mut Client,
+    head: &RequestHead,
+    status: u16,
+    code: &str,
+) -> (Option<&'g str>, u16, ConnAfter) {
+    let after = if head.keep_alive()
+        && matches!(head.framing(), http::BodyFraming::Empty)
+        && !client.shard.is_draining()
+    {
+        ConnAfter::KeepAlive
+    } else {
+        ConnAfter::Close
+    };
+    let after = match Box::pin(client.send_error(status, code, None, after, &[])).await {
+        Ok(()) => after,
+        Err(_) => ConnAfter::Close,
+    };
+    (None, status, after)
 }
 
 /// Reads until one whole request head is buffered, then parses it off the buffer.

@@ -276,3 +276,31 @@ both_drivers!(coded_body_never_reaches_http10_client_unnamed, |driver| {
         );
     }
 });
+
+both_drivers!(connect_is_not_supported, |driver| {
+    let backend = Backend::tcp(BackendSpec::default());
+    let gw = proxy_to(driver, &backend.endpoint());
+    let mut c = Client::connect(gw.addr);
+    // Keep-alive: the same connection then serves an ordinary request.
+    c.send(b"CONNECT a.example:443 HTTP/1.1\r\nHost: a.example:443\r\n\r\n");
+    let r = c.read_response(false).expect("response to CONNECT");
+    assert_eq!(r.status, 501, "{}", r.text());
+    assert_eq!(r.text(), "{\"error\":\"connect_not_supported\"}\n");
+    assert_eq!(r.header("connection"), None);
+    let r = c.get("/after");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(backend.requests(), 1, "CONNECT must not reach the backend");
+    // With a body it cannot skip, or when asked, the connection closes.
+    for raw in [
+        &b"CONNECT a.example:443 HTTP/1.1\r\nHost: a.example:443\r\nConnection: close\r\n\r\n"[..],
+        b"CONNECT a.example:443 HTTP/1.1\r\nHost: a.example:443\r\nContent-Length: 3\r\n\r\nabc",
+    ] {
+        let mut c = Client::connect(gw.addr);
+        c.send(raw);
+        let r = c.read_response(false).expect("response to CONNECT");
+        assert_eq!(r.status, 501, "{}", r.text());
+        assert_eq!(r.header("connection"), Some("close"));
+        assert!(c.is_closed(Duration::from_secs(3)));
+    }
+    assert_eq!(backend.requests(), 1);
+});
