@@ -1,0 +1,219 @@
+//! The verdict of a differential framing run: what ringway did with a stream (the messages it
+//! forwarded, the statuses it answered) against what the RFC 9112 reference derives from the
+//! same bytes. The rules, and the only strictness ringway may show beyond the reference:
+//!
+//! - ringway never forwards a message the reference does not delimit as valid, and every
+//!   message it forwards has the reference's method, target and body (its boundaries);
+//! - ringway rejects (4xx/5xx) exactly where the reference does, or earlier only at a message
+//!   that hits one of [`strictness_exception`]'s cases;
+//! - when the reference accepts everything, ringway answers every message.
+
+#![allow(dead_code)]
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use ringway::http::{
+    BodyDecoder, BytesMut, Forwarded, HeadScanner, Limits, Status, parse_request_head,
+    write_forward_request_head,
+};
+
+use super::reference::{End, Message, Parsed, parse_stream};
+
+/// What ringway did with one stream.
+#[derive(Debug, Default)]
+pub struct Observed {
+    /// The messages ringway forwarded, as the reference delimits the forwarded bytes (complete
+    /// ones only: a body cut short by a rejection mid-stream is not a message).
+    pub forwarded: Vec<Message>,
+    /// How the reference ends the forwarded bytes: never [`End::Reject`] (ringway writing what
+    /// the reference refuses), [`End::Incomplete`] for a body cut short.
+    pub forwarded_end: Option<End>,
+    /// The statuses ringway answered, in order.
+    pub answers: Vec<u16>,
+}
+
+impl Observed {
+    /// What ringway forwarded, delimited by the reference.
+    pub fn forwarded_from(&mut self, bytes: &[u8]) {
+        let p = parse_stream(bytes);
+        self.forwarded = p.messages;
+        self.forwarded_end = Some(p.end);
+    }
+}
+
+/// Transfer codings ringway knows (it answers 501 to others, RFC 9112 §6.1: "A server that
+/// receives a request message with a transfer coding it does not understand SHOULD respond with
+/// 501").
+const KNOWN_CODINGS: &[&[u8]] = &[
+    b"gzip",
+    b"x-gzip",
+    b"deflate",
+    b"compress",
+    b"x-compress",
+    b"chunked",
+];
+
+/// Why ringway may refuse a message the reference accepts, or `None`. Each is a documented
+/// strictness of ringway (README "Fuzzing" lists them):
+/// - a transfer coding it does not know: 501 (RFC 9112 §6.1 SHOULD);
+/// - a trailer not on `ALLOWED_TRAILERS` when forwarding raw (README "Reverse proxy": trailers
+///   are forwarded only from an allow-list, so a framing or routing field cannot arrive late).
+pub fn strictness_exception(m: &Message) -> Option<&'static str> {
+    if m.codings.iter().any(|c| !KNOWN_CODINGS.contains(&&c[..])) {
+        return Some("unknown transfer coding (501)");
+    }
+    if m.trailers
+        .iter()
+        .any(|t| !ringway::http::ALLOWED_TRAILERS.contains(&std::str::from_utf8(t).unwrap_or("")))
+    {
+        return Some("trailer not on the allow-list");
+    }
+    None
+}
+
+fn same(a: &Message, b: &Message) -> bool {
+    (&a.method, &a.target, &a.body) == (&b.method, &b.target, &b.body)
+}
+
+/// Checks `seen` against the reference's `want`. `Err` says what went wrong.
+pub fn judge(want: &Parsed, seen: &Observed) -> Result<(), String> {
+    let valid = &want.messages;
+    if let Some(End::Reject(why)) = &seen.forwarded_end {
+        return Err(format!(
+            "ringway forwarded bytes the reference rejects ({why}) after {} messages",
+            seen.forwarded.len()
+        ));
+    }
+    let successes = seen.answers.iter().take_while(|&&s| s < 400).count();
+    if successes > valid.len() {
+        return Err(format!(
+            "answered {successes} messages, the reference delimits {} valid ones (end: {:?})",
+            valid.len(),
+            want.end
+        ));
+    }
+    if seen.forwarded.len() > valid.len() {
+        return Err(format!(
+            "forwarded {} messages, the reference delimits {} valid ones (end: {:?})",
+            seen.forwarded.len(),
+            valid.len(),
+            want.end
+        ));
+    }
+    for (i, (f, v)) in seen.forwarded.iter().zip(valid).enumerate() {
+        if !same(f, v) {
+            return Err(format!(
+                "message {i} forwarded with other boundaries: forwarded {f:?}, reference {v:?}"
+            ));
+        }
+    }
+    let rejected_at = seen.answers.iter().position(|&s| s >= 400);
+    if let Some(k) = rejected_at {
+        if k < valid.len() {
+            // Stricter than the reference: allowed only for a listed exception.
+            if strictness_exception(&valid[k]).is_none() {
+                return Err(format!(
+                    "message {k} answered {} but the reference accepts it: {:?}",
+                    seen.answers[k], valid[k]
+                ));
+            }
+            if seen.forwarded.len() > k {
+                return Err(format!("message {k} was refused and forwarded"));
+            }
+            return Ok(());
+        }
+        if want.end != End::Complete && k == valid.len() {
+            if let End::Reject(_) = want.end {
+                return ok_forwarded(seen, valid.len());
+            }
+            // The reference waits for more bytes; ringway refused early: allowed only for a
+            // listed exception the message has already hit.
+            if want
+                .partial
+                .as_ref()
+                .is_some_and(|m| strictness_exception(m).is_some())
+            {
+                return ok_forwarded(seen, valid.len());
+            }
+            return Err(format!(
+                "message {k} answered {} but the reference needs more bytes to judge it",
+                seen.answers[k]
+            ));
+        }
+        return Err(format!(
+            "status {} at {k}, after every valid message",
+            seen.answers[k]
+        ));
+    }
+    match &want.end {
+        End::Complete | End::Incomplete => {
+            if seen.answers.len() != valid.len() {
+                return Err(format!(
+                    "answered {} of the {} messages the reference accepts (end: {:?})",
+                    seen.answers.len(),
+                    valid.len(),
+                    want.end
+                ));
+            }
+            ok_forwarded(seen, valid.len())
+        }
+        End::Reject(why) => Err(format!(
+            "the reference rejects message {} ({why}), ringway answered {:?} and did not refuse it",
+            valid.len(),
+            seen.answers
+        )),
+    }
+}
+
+fn ok_forwarded(seen: &Observed, n: usize) -> Result<(), String> {
+    if seen.forwarded.len() == n {
+        Ok(())
+    } else {
+        Err(format!(
+            "forwarded {} of the {n} valid messages",
+            seen.forwarded.len()
+        ))
+    }
+}
+
+/// What ringway's codec does with `input`, driven as the connection loop drives it: parse a
+/// head, delimit its body in forwarding mode, write the forwarded head, next.
+pub fn codec_observe(input: &[u8]) -> Observed {
+    let mut buf = BytesMut::from(input);
+    let mut obs = Observed::default();
+    let mut forwarded = Vec::new();
+    let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    while !buf.is_empty() {
+        let head = match parse_request_head(&mut buf, &mut HeadScanner::new(), &Limits::default()) {
+            Ok(Status::Complete(h)) => h,
+            Ok(Status::Partial) => break,
+            Err(e) => {
+                obs.answers.push(e.status());
+                break;
+            }
+        };
+        let mut body = BodyDecoder::new(head.framing()).with_limit(10 << 20);
+        let mut raw = Vec::new();
+        loop {
+            match body.next_raw(&mut buf) {
+                Ok(Some(piece)) => raw.extend_from_slice(&piece),
+                Ok(None) => break,
+                Err(e) => {
+                    obs.answers.push(e.status());
+                    obs.forwarded_from(&forwarded);
+                    return obs;
+                }
+            }
+        }
+        if !body.is_done() {
+            break;
+        }
+        let mut out = BytesMut::new();
+        write_forward_request_head(&mut out, &head, &Forwarded::new(ip, b"up"));
+        forwarded.extend_from_slice(&out);
+        forwarded.extend_from_slice(&raw);
+        obs.answers.push(200);
+    }
+    obs.forwarded_from(&forwarded);
+    obs
+}
