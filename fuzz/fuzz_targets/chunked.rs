@@ -37,7 +37,10 @@ fuzz_target!(|data: &[u8]| {
     let (forwarded, raw_done) = run(data, step, true);
     let (decoded, data_done) = run(data, step, false);
     // Raw mode is the stricter one (its trailer allow-list).
-    assert!(!raw_done || data_done, "raw mode completed a body data mode refused");
+    assert!(
+        !raw_done || data_done,
+        "raw mode completed a body data mode refused"
+    );
     let (again, _) = run(&forwarded, forwarded.len().max(1), true);
     assert_eq!(again, forwarded, "forwarded framing carries no extension");
     let (data_of_forwarded, _) = run(&forwarded, forwarded.len().max(1), false);

@@ -23,6 +23,9 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(out) = normalize_path(path, &policy) {
         assert_eq!(matches!(out, Cow::Borrowed(_)), out[..] == path[..]);
         let again = normalize_path(&out, &policy).expect("a normal path is accepted");
-        assert!(matches!(again, Cow::Borrowed(_)), "not idempotent: {out:?} -> {again:?}");
+        assert!(
+            matches!(again, Cow::Borrowed(_)),
+            "not idempotent: {out:?} -> {again:?}"
+        );
     }
 });

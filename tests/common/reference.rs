@@ -17,6 +17,8 @@ pub struct Message {
     pub target: Vec<u8>,
     /// The body's data (chunked framing removed).
     pub body: Vec<u8>,
+    /// The Host field value.
+    pub host: Vec<u8>,
     /// Transfer codings listed (lower case), in order; empty without Transfer-Encoding.
     pub codings: Vec<Vec<u8>>,
     /// Trailer field names (lower case).
@@ -191,6 +193,7 @@ fn parse_message(bytes: &[u8], pos: usize) -> Result<(Message, usize), Stop> {
     }
 
     let mut hosts = 0;
+    let mut host = Vec::new();
     let mut lengths: Vec<u64> = Vec::new();
     let mut te_lines = 0;
     let mut codings: Vec<Vec<u8>> = Vec::new();
@@ -202,7 +205,10 @@ fn parse_message(bytes: &[u8], pos: usize) -> Result<(Message, usize), Stop> {
         }
         let (name, value) = field(l)?;
         match &name[..] {
-            b"host" => hosts += 1,
+            b"host" => {
+                hosts += 1;
+                host = value.to_vec();
+            }
             b"content-length" => {
                 // Content-Length = 1*DIGIT (RFC 9110 §8.6); a list of identical values MAY be
                 // accepted as that value (RFC 9112 §6.3 item 5), and is here.
@@ -233,9 +239,12 @@ fn parse_message(bytes: &[u8], pos: usize) -> Result<(Message, usize), Stop> {
             _ => {}
         }
     }
-    // RFC 9112 §3.2: exactly one Host in an HTTP/1.1 request, else 400.
+    // RFC 9112 §3.2: exactly one Host in an HTTP/1.1 request, and a valid one, else 400.
     if hosts != 1 {
         return Err(Stop::Reject("host count"));
+    }
+    if !host_ok(&host) {
+        return Err(Stop::Reject("host value"));
     }
     if lengths.windows(2).any(|w| w[0] != w[1]) {
         return Err(Stop::Reject("conflicting content-length"));
@@ -244,6 +253,7 @@ fn parse_message(bytes: &[u8], pos: usize) -> Result<(Message, usize), Stop> {
         method: method.to_vec(),
         target: target.to_vec(),
         body: Vec::new(),
+        host,
         codings,
         trailers: Vec::new(),
     };
@@ -275,6 +285,70 @@ fn parse_message(bytes: &[u8], pos: usize) -> Result<(Message, usize), Stop> {
         pos += n;
     }
     Ok((m, pos))
+}
+
+/// Host = uri-host [ ":" port ] (RFC 9110 §7.2); uri-host = IP-literal / IPv4address / reg-name,
+/// port = *DIGIT (RFC 3986 §3.2.2, §3.2.3). IPv6address is approximated as 1*( HEXDIG / ":" /
+/// "." ) inside the brackets; IPvFuture is as written.
+fn host_ok(h: &[u8]) -> bool {
+    let unreserved = |b: u8| b.is_ascii_alphanumeric() || b"-._~".contains(&b);
+    let sub_delim = |b: u8| b"!$&'()*+,;=".contains(&b);
+    let rest = if let Some(inner_end) = h
+        .strip_prefix(b"[")
+        .and_then(|r| r.iter().position(|&b| b == b']'))
+    {
+        let inner = &h[1..1 + inner_end];
+        let ok = match inner {
+            [b'v' | b'V', tail @ ..] => {
+                let dot = tail.iter().position(|&b| b == b'.');
+                match dot {
+                    Some(d) if d > 0 && d + 1 < tail.len() => {
+                        tail[..d].iter().all(u8::is_ascii_hexdigit)
+                            && tail[d + 1..]
+                                .iter()
+                                .all(|&b| unreserved(b) || sub_delim(b) || b == b':')
+                    }
+                    _ => false,
+                }
+            }
+            _ => {
+                !inner.is_empty()
+                    && inner
+                        .iter()
+                        .all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+            }
+        };
+        if !ok {
+            return false;
+        }
+        &h[inner_end + 2..]
+    } else {
+        let end = h.iter().position(|&b| b == b':').unwrap_or(h.len());
+        let name = &h[..end];
+        let mut i = 0;
+        while i < name.len() {
+            let b = name[i];
+            if b == b'%' {
+                if !(name.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                    && name.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
+                {
+                    return false;
+                }
+                i += 3;
+                continue;
+            }
+            if !(unreserved(b) || sub_delim(b)) {
+                return false;
+            }
+            i += 1;
+        }
+        &h[end..]
+    };
+    match rest {
+        [] => true,
+        [b':', digits @ ..] => digits.iter().all(u8::is_ascii_digit),
+        _ => false,
+    }
 }
 
 /// A chunked body from `pos` (RFC 9112 §7.1); returns where it ends.
