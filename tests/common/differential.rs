@@ -57,8 +57,14 @@ const KNOWN_CODINGS: &[&[u8]] = &[
 /// strictness of ringway (README "Fuzzing" lists them):
 /// - a transfer coding it does not know: 501 (RFC 9112 §6.1 SHOULD);
 /// - a trailer not on `ALLOWED_TRAILERS` when forwarding raw (README "Reverse proxy": trailers
-///   are forwarded only from an allow-list, so a framing or routing field cannot arrive late).
+///   are forwarded only from an allow-list, so a framing or routing field cannot arrive late);
+/// - a path that climbs above the root, or has an encoded slash or a malformed `%`: 400 (README
+///   "Request target normalization"; forwarded targets are compared after normalization);
+/// - a Host with a port and no name, or a port above 65535: 400.
 pub fn strictness_exception(m: &Message) -> Option<&'static str> {
+    if normalized_target(&m.target).is_none() {
+        return Some("path refused by normalization (400)");
+    }
     // RFC 9110 §7.2 allows `Host: :80` (empty reg-name) and any number of port digits; ringway
     // wants a host name with a port, and a port that is one (at most 65535).
     let (name, port) = match m.host.iter().rposition(|&b| b == b':') {
@@ -104,8 +110,22 @@ pub fn prepare(mut input: Vec<u8>) -> (Vec<u8>, Parsed) {
     (input, padded)
 }
 
-fn same(a: &Message, b: &Message) -> bool {
-    (&a.method, &a.target, &a.body) == (&b.method, &b.target, &b.body)
+/// The target ringway forwards for `target` (README "Request target normalization": the path
+/// normalized, the query as sent), or `None` when normalization refuses the path.
+fn normalized_target(target: &[u8]) -> Option<Vec<u8>> {
+    let q = target
+        .iter()
+        .position(|&b| b == b'?')
+        .unwrap_or(target.len());
+    let path = ringway::http::normalize_path(&target[..q], &ringway::http::TargetPolicy::default())
+        .ok()?;
+    Some([&path[..], &target[q..]].concat())
+}
+
+/// Same boundaries: method, (normalized) target and body.
+fn same(forwarded: &Message, reference: &Message) -> bool {
+    (&forwarded.method, &forwarded.body) == (&reference.method, &reference.body)
+        && normalized_target(&reference.target).as_deref() == Some(&forwarded.target[..])
 }
 
 /// Checks `seen` against the reference's `want`. `Err` says what went wrong.
@@ -246,6 +266,10 @@ pub fn codec_observe(input: &[u8]) -> Observed {
         forwarded.extend_from_slice(&out);
         forwarded.extend_from_slice(&raw);
         obs.answers.push(200);
+        if !head.keep_alive() {
+            // The connection loop closes after answering.
+            break;
+        }
     }
     obs.forwarded_from(&forwarded);
     obs

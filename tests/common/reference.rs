@@ -6,7 +6,7 @@
 //! Strict means: wherever RFC 9112 lets a recipient choose, it takes the choice that rejects or
 //! the one a careful gateway must take (named at each rule). It only needs what framing needs:
 //! the request line, field syntax, Host count, Content-Length, Transfer-Encoding, chunked bodies.
-//! Origin-form targets and HTTP/1.1 only (the generator sends nothing else).
+//! Origin-form targets only (the generator sends nothing else); HTTP/1.1 and HTTP/1.0.
 
 #![allow(dead_code)]
 
@@ -23,6 +23,8 @@ pub struct Message {
     pub codings: Vec<Vec<u8>>,
     /// Trailer field names (lower case).
     pub trailers: Vec<Vec<u8>>,
+    /// The connection ends after this request (RFC 9112 §9.3): nothing after it is read.
+    pub closes: bool,
 }
 
 /// How a stream ends.
@@ -73,8 +75,17 @@ pub fn parse_stream(bytes: &[u8]) -> Parsed {
         }
         match parse_message(bytes, pos) {
             Ok((m, next)) => {
+                let closes = m.closes;
                 messages.push(m);
                 pos = next;
+                if closes {
+                    // The server closes after answering: what follows is never read.
+                    return Parsed {
+                        messages,
+                        end: End::Complete,
+                        partial: None,
+                    };
+                }
             }
             Err(stop) => {
                 let (end, partial) = match stop {
@@ -188,9 +199,12 @@ fn parse_message(bytes: &[u8], pos: usize) -> Result<(Message, usize), Stop> {
     {
         return Err(Stop::Reject("request target"));
     }
-    if version != b"HTTP/1.1" {
-        return Err(Stop::Reject("version"));
-    }
+    let http10 = match version {
+        b"HTTP/1.1" => false,
+        b"HTTP/1.0" => true,
+        _ => return Err(Stop::Reject("version")),
+    };
+    let (mut close, mut keep_alive) = (false, false);
 
     let mut hosts = 0;
     let mut host = Vec::new();
@@ -225,6 +239,12 @@ fn parse_message(bytes: &[u8], pos: usize) -> Result<(Message, usize), Stop> {
                     return Err(Stop::Reject("content-length value"));
                 }
             }
+            b"connection" => {
+                for e in elements(value) {
+                    close |= e.eq_ignore_ascii_case(b"close");
+                    keep_alive |= e.eq_ignore_ascii_case(b"keep-alive");
+                }
+            }
             b"transfer-encoding" => {
                 te_lines += 1;
                 for e in elements(value) {
@@ -239,11 +259,12 @@ fn parse_message(bytes: &[u8], pos: usize) -> Result<(Message, usize), Stop> {
             _ => {}
         }
     }
-    // RFC 9112 §3.2: exactly one Host in an HTTP/1.1 request, and a valid one, else 400.
-    if hosts != 1 {
+    // RFC 9112 §3.2: exactly one Host in an HTTP/1.1 request, never more than one, and a valid
+    // one, else 400.
+    if hosts > 1 || (hosts == 0 && !http10) {
         return Err(Stop::Reject("host count"));
     }
-    if !host_ok(&host) {
+    if hosts == 1 && !host_ok(&host) {
         return Err(Stop::Reject("host value"));
     }
     if lengths.windows(2).any(|w| w[0] != w[1]) {
@@ -256,7 +277,13 @@ fn parse_message(bytes: &[u8], pos: usize) -> Result<(Message, usize), Stop> {
         host,
         codings,
         trailers: Vec::new(),
+        // RFC 9112 §9.3: HTTP/1.1 persists unless "close"; HTTP/1.0 only with "keep-alive".
+        closes: close || (http10 && !keep_alive),
     };
+    if te_lines > 0 && http10 {
+        // RFC 9112 §6.1: Transfer-Encoding in an HTTP/1.0 message means faulty framing.
+        return Err(Stop::Reject("transfer-encoding in HTTP/1.0"));
+    }
     if te_lines > 0 {
         // RFC 9112 §6.3 item 3: Transfer-Encoding with Content-Length "ought to be handled as an
         // error" (strict: it is).
