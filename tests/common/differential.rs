@@ -5,7 +5,7 @@
 //! - ringway never forwards a message the reference does not delimit as valid, and every
 //!   message it forwards has the reference's method, target and body (its boundaries);
 //! - ringway rejects (4xx/5xx) exactly where the reference does, or earlier only at a message
-//!   that hits one of [`strictness_exception`]'s cases;
+//!   that hits one of [`strictness_exception`]'s cases or a configured limit (413, 414, 431);
 //! - when the reference accepts everything, ringway answers every message.
 
 #![allow(dead_code)]
@@ -40,6 +40,11 @@ impl Observed {
         self.forwarded_end = Some(p.end);
     }
 }
+
+/// Refusals for a configured limit (`[limits]`): a body over `max_body_bytes` (413, refused as
+/// soon as a chunk size or Content-Length announces it), a request line or head over
+/// `max_head_bytes` (414, 431). Allowed wherever they come.
+const LIMIT_STATUSES: &[u16] = &[413, 414, 431];
 
 /// Transfer codings ringway knows (it answers 501 to others, RFC 9112 §6.1: "A server that
 /// receives a request message with a transfer coding it does not understand SHOULD respond with
@@ -161,6 +166,20 @@ pub fn judge(want: &Parsed, seen: &Observed) -> Result<(), String> {
         }
     }
     let rejected_at = seen.answers.iter().position(|&s| s >= 400);
+    if let Some(k) = rejected_at
+        && LIMIT_STATUSES.contains(&seen.answers[k])
+    {
+        // A configured limit, not a framing verdict: fine anywhere, as long as nothing from
+        // that message on was forwarded.
+        return if seen.forwarded.len() <= k {
+            Ok(())
+        } else {
+            Err(format!(
+                "message {k} was refused ({}) and forwarded",
+                seen.answers[k]
+            ))
+        };
+    }
     if let Some(k) = rejected_at {
         if k < valid.len() {
             // Stricter than the reference: allowed only for a listed exception.
