@@ -93,6 +93,8 @@ pub enum NoHead {
 pub struct HeadWait {
     /// Size limits of the head.
     pub limits: Limits,
+    /// How the request target is normalized before routing.
+    pub policy: http::TargetPolicy,
     /// The whole head must arrive within this of its first byte; also the wait for the first
     /// byte on a fresh connection.
     pub client_header: Duration,
@@ -354,7 +356,12 @@ impl Client {
         let mut head_deadline: Option<Instant> = None;
         loop {
             if !self.buf.is_empty() {
-                match http::parse_request_head(&mut self.buf, scanner, &wait.limits) {
+                match http::parse_request_head_with(
+                    &mut self.buf,
+                    scanner,
+                    &wait.limits,
+                    &wait.policy,
+                ) {
                     Ok(Status::Complete(h)) => return Ok(h),
                     Ok(Status::Partial) => {}
                     Err(e) => return Err(NoHead::Invalid(e)),

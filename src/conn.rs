@@ -45,6 +45,7 @@ pub async fn serve(
             },
             client_header: t.client_header,
             client_idle: t.client_idle,
+            policy: gw.target_policy(),
             first,
         };
         let head = match client.read_head(&mut scanner, wait).await {
@@ -143,18 +144,15 @@ async fn dispatch<'g>(
     gw: &'g Gateway,
     head: RequestHead,
 ) -> (Option<&'g str>, u16, ConnAfter) {
+    if head.method() == http::Method::Connect {
+        // ringway is a gateway, not a forward proxy: no CONNECT tunnels (README "CONNECT").
+        return refuse(client, &head, 501, "connect_not_supported").await;
+    }
     let Some(route) = gw
         .router
         .route(head.host(), head.path(), head.method_bytes())
     else {
-        // The request body (if any) is not read: close unless there is none.
-        let body_read = matches!(head.framing(), http::BodyFraming::Empty);
-        let after = client.conn_after(&head, body_read);
-        let after = match Box::pin(client.send_error(404, "no_route", None, after, &[])).await {
-            Ok(()) => after,
-            Err(_) => ConnAfter::Close,
-        };
-        return (None, 404, after);
+        return refuse(client, &head, 404, "no_route").await;
     };
     let label = Some(route.label.as_str());
     let config = &gw.config;
@@ -182,4 +180,21 @@ async fn dispatch<'g>(
         }
     };
     (label, status, after)
+}
+
+/// Answers a request that is not served (no route, CONNECT) with a JSON error. The request body
+/// (if any) is not read: the connection is closed unless there is none.
+async fn refuse<'g>(
+    client: &mut Client,
+    head: &RequestHead,
+    status: u16,
+    code: &str,
+) -> (Option<&'g str>, u16, ConnAfter) {
+    let body_read = matches!(head.framing(), http::BodyFraming::Empty);
+    let after = client.conn_after(head, body_read);
+    let after = match Box::pin(client.send_error(status, code, None, after, &[])).await {
+        Ok(()) => after,
+        Err(_) => ConnAfter::Close,
+    };
+    (None, status, after)
 }

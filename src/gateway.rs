@@ -35,6 +35,18 @@ pub struct Gateway {
 }
 
 impl Gateway {
+    /// How request paths are normalized (`[server]` `merge_slashes`, `encoded_slashes`).
+    pub fn target_policy(&self) -> crate::http::TargetPolicy {
+        let s = &self.config.server;
+        crate::http::TargetPolicy {
+            merge_slashes: s.merge_slashes,
+            encoded_slashes: match s.encoded_slashes {
+                crate::config::EncodedSlashes::Reject => crate::http::EncodedSlashes::Reject,
+                crate::config::EncodedSlashes::Keep => crate::http::EncodedSlashes::Keep,
+            },
+        }
+    }
+
     /// Builds the gateway for `config`. Pools of `old` whose endpoint and settings are unchanged
     /// are kept (with their warm connections); the others are closed when their last request ends.
     pub fn build(config: Arc<Config>, old: Option<&Gateway>) -> Gateway {

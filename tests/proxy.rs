@@ -205,9 +205,11 @@ both_drivers!(post_bodies_stream_with_bounded_memory, |driver: &str| {
     let peak = proc_status_kb(&gw, "VmHWM");
     let rss = proc_status_kb(&gw, "VmRSS");
     eprintln!("gateway VmRSS before {rss_before} KiB, after {rss} KiB, peak {peak} KiB");
+    // README "Reverse proxy": a 100 MiB upload moves peak RSS by under 1 MiB (measured
+    // 0.1-0.4 MiB on both drivers).
     assert!(
-        peak < rss_before + 32 * 1024,
-        "a 100 MiB upload is streamed: peak RSS {peak} KiB vs {rss_before} KiB before"
+        peak < rss_before + 1024,
+        "a 100 MiB upload is streamed: peak RSS {peak} KiB vs {rss_before} KiB before (README promises under 1 MiB more)"
     );
 });
 
@@ -229,9 +231,10 @@ both_drivers!(
         assert!(r.body.iter().all(|&b| b == b'r'));
         let peak = proc_status_kb(&gw, "VmHWM");
         eprintln!("gateway VmRSS before {rss_before} KiB, peak {peak} KiB");
+        // README "Reverse proxy": under 1 MiB more (measured 0.1-0.3 MiB).
         assert!(
-            peak < rss_before + 32 * 1024,
-            "a 100 MiB response is streamed: peak RSS {peak} KiB vs {rss_before} KiB before"
+            peak < rss_before + 1024,
+            "a 100 MiB response is streamed: peak RSS {peak} KiB vs {rss_before} KiB before (README promises under 1 MiB more)"
         );
     }
 );

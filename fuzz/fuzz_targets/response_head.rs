@@ -23,7 +23,7 @@ fuzz_target!(|data: &[u8]| {
                 head.interim(Version::Http11, false, false),
             );
             let mut out = BytesMut::new();
-            let _ = write_forward_response_head(&mut out, &head, Version::Http10, true);
+            let _ = write_forward_response_head(&mut out, &head, Version::Http10, true, None);
         }
     }
 });

@@ -22,6 +22,8 @@ impl Default for ServerConfig {
             io: IoChoice::Auto,
             pin_cpus: true,
             backlog: 4096,
+            merge_slashes: true,
+            encoded_slashes: super::EncodedSlashes::Reject,
         }
     }
 }

@@ -71,6 +71,24 @@ pub struct ServerConfig {
     pub pin_cpus: bool,
     /// `listen(2)` backlog per listener.
     pub backlog: u32,
+    /// Merge repeated slashes in request paths before routing and forwarding (`//a` → `/a`),
+    /// like nginx's `merge_slashes on`. RFC 3986 §3.3 counts an empty segment as a segment, so
+    /// `false` keeps them.
+    pub merge_slashes: bool,
+    /// What to do with `%2F`, `%5C` and a raw `\` in a request path: `reject` (400, the
+    /// default) or `keep` them as they are, for backends that need encoded slashes.
+    pub encoded_slashes: EncodedSlashes,
+}
+
+/// `server.encoded_slashes`: see [`crate::http::EncodedSlashes`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EncodedSlashes {
+    /// 400 `encoded_slash`.
+    #[default]
+    Reject,
+    /// Forward them as they are (`%2f` upper-cased); they never split a path segment.
+    Keep,
 }
 
 /// The I/O driver choice: `auto` picks `uring` when the kernel allows it, else `epoll`.

@@ -38,18 +38,27 @@ fn server() -> impl Strategy<Value = ServerConfig> {
         io,
         any::<bool>(),
         any::<u32>(),
+        any::<(bool, bool)>(),
     )
-        .prop_map(|(listen, shards, io, pin_cpus, backlog)| ServerConfig {
-            // Distinct ports below the admin's: no two listeners collide.
-            listen: listen
-                .into_iter()
-                .map(|(port, ip)| SocketAddr::new(ip, port))
-                .collect(),
-            shards,
-            io,
-            pin_cpus,
-            backlog,
-        })
+        .prop_map(
+            |(listen, shards, io, pin_cpus, backlog, paths)| ServerConfig {
+                // Distinct ports below the admin's: no two listeners collide.
+                listen: listen
+                    .into_iter()
+                    .map(|(port, ip)| SocketAddr::new(ip, port))
+                    .collect(),
+                shards,
+                io,
+                pin_cpus,
+                backlog,
+                merge_slashes: paths.0,
+                encoded_slashes: if paths.1 {
+                    super::EncodedSlashes::Keep
+                } else {
+                    super::EncodedSlashes::Reject
+                },
+            },
+        )
 }
 
 fn upstream(i: usize) -> impl Strategy<Value = UpstreamConfig> {

@@ -99,6 +99,8 @@ fn defaults_are_designs() {
     assert_eq!(c.server.io, IoChoice::Auto);
     assert!(c.server.pin_cpus);
     assert_eq!(c.server.backlog, 4096);
+    assert!(c.server.merge_slashes);
+    assert_eq!(c.server.encoded_slashes, EncodedSlashes::Reject);
     assert_eq!(c.admin.listen, Some(addr("127.0.0.1:9901")));
     assert_eq!(c.limits.max_head_bytes, 16384);
     assert_eq!(c.limits.max_headers, 100);
@@ -475,6 +477,8 @@ rejects! {
         => 6:1 "route[0].fanout.call" "write `[[route.fanout.call]]`";
     wrong_type: "[server]\nshards = \"four\"\n" => 2:10 "server.shards" "invalid type: string";
     wrong_enum: "[server]\nio = \"kqueue\"\n" => 2:6 "server.io" "unknown variant `kqueue`";
+    wrong_encoded_slashes: "[server]\nencoded_slashes = \"decode\"\n" => 2:19 "server.encoded_slashes" "unknown variant `decode`";
+    wrong_merge_slashes: "[server]\nmerge_slashes = \"yes\"\n" => 2:17 "server.merge_slashes" "invalid type: string";
     bad_duration: "[timeouts]\nclient_idle = \"10 parsecs\"\n"
         => 2:15 "timeouts.client_idle" "`10 parsecs` is not a duration";
     duration_not_a_string: "[timeouts]\ndrain = 10\n" => 2:9 "timeouts.drain" "a duration string";

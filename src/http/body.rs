@@ -75,7 +75,8 @@ impl BodyDecoder {
     }
 
     /// Forwarding mode: validates and takes the next piece of raw body bytes (chunked framing
-    /// included, unchanged) off the front of `buf`, without copying.
+    /// included, unchanged except that chunk extensions are dropped) off the front of `buf`,
+    /// without copying.
     ///
     /// Returns `Ok(None)` when `buf` holds nothing that can be handed out yet, or the body is done.
     /// A chunked trailer section is held back until it is complete and checked.
@@ -84,11 +85,19 @@ impl BodyDecoder {
     ///
     /// Bad chunk framing, a refused trailer, or a body over the limit. Close the connection.
     pub fn next_raw(&mut self, buf: &mut BytesMut) -> Result<Option<Bytes>, HttpError> {
-        let n = match &mut self.kind {
-            Kind::Chunked(c) => c.raw(buf).map_err(|k| HttpError::new(k, self.side))?,
-            _ => self.plain(buf.len())?,
+        let Kind::Chunked(c) = &mut self.kind else {
+            let n = self.plain(buf.len())?;
+            return Ok((n > 0).then(|| buf.split_to(n).freeze()));
         };
-        Ok((n > 0).then(|| buf.split_to(n).freeze()))
+        // Bounded: a pass that hands nothing out either drops at least one byte or ends.
+        loop {
+            let step = c.raw(buf).map_err(|k| HttpError::new(k, self.side))?;
+            let piece = (step.emit > 0).then(|| buf.split_to(step.emit).freeze());
+            buf.advance(step.discard);
+            if piece.is_some() || step.discard == 0 {
+                return Ok(piece);
+            }
+        }
     }
 
     /// Data mode: the next slice of decoded body data (framing stripped), split off `buf` without

@@ -51,6 +51,22 @@ macro_rules! chunked {
             );
         }
     };
+    ($name:ident, $input:expr => Ok($data:expr), forwarded $fwd:expr) => {
+        #[test]
+        fn $name() {
+            assert_eq!(decode($input).as_deref(), Ok(&$data[..]), "data mode");
+            for step in 1..=$input.len() {
+                let got = run($input, step, true)
+                    .map(|(d, _)| d)
+                    .map_err(|e| e.kind());
+                assert_eq!(
+                    got.as_deref().map(String::from_utf8_lossy),
+                    Ok(String::from_utf8_lossy($fwd)),
+                    "raw mode drops the extensions (step {step})"
+                );
+            }
+        }
+    };
     ($name:ident, $input:expr => Err($kind:ident)) => {
         #[test]
         fn $name() {
@@ -65,8 +81,26 @@ chunked!(several_chunks_rfc9112_7_1, b"5\r\nhello\r\n1\r\n \r\nA\r\n0123456789\r
 chunked!(uppercase_hex_rfc9112_7_1, b"B\r\nhello world\r\n0\r\n\r\n" => Ok(b"hello world"));
 chunked!(leading_zeros_rfc9112_7_1, b"0005\r\nhello\r\n000\r\n\r\n" => Ok(b"hello"));
 chunked!(empty_body_rfc9112_7_1, b"0\r\n\r\n" => Ok(b""));
-chunked!(extensions_rfc9112_7_1_1, b"5;a=b;c=\"d e\"\r\nhello\r\n0;last\r\n\r\n" => Ok(b"hello"));
-chunked!(bws_before_extension_rfc9112_7_1_1, b"5 \t;a\r\nhello\r\n0\r\n\r\n" => Ok(b"hello"));
+chunked!(extensions_rfc9112_7_1_1, b"5;a=b;c=\"d e\"\r\nhello\r\n0;last\r\n\r\n" => Ok(b"hello"),
+    forwarded b"5\r\nhello\r\n0\r\n\r\n");
+chunked!(bws_before_extension_rfc9112_7_1_1, b"5 \t;a\r\nhello\r\n0\r\n\r\n" => Ok(b"hello"),
+    forwarded b"5\r\nhello\r\n0\r\n\r\n");
+chunked!(bws_around_semicolon_and_equals_rfc9112_7_1_1,
+    b"5 ; a = b ;c= \"q\\\"\\\\\" ; d\r\nhello\r\n000 ;z=\"\"\r\nEtag: no\r\n\r\n" => Ok(b"hello"),
+    forwarded b"5\r\nhello\r\n000\r\nEtag: no\r\n\r\n");
+chunked!(token_and_quoted_values_rfc9112_7_1_1,
+    b"1;!#$%&'*+-.^_`|~=v\r\nx\r\n1;a=\"\t\x80 \\\x80\"\r\ny\r\n0\r\n\r\n" => Ok(b"xy"),
+    forwarded b"1\r\nx\r\n1\r\ny\r\n0\r\n\r\n");
+chunked!(empty_extension_name_rfc9112_7_1_1, b"2;\r\nhi\r\n0\r\n\r\n" => Err(InvalidChunkExtension));
+chunked!(extension_name_not_a_token_rfc9112_7_1_1, b"2;a@b\r\nhi\r\n0\r\n\r\n" => Err(InvalidChunkExtension));
+chunked!(extension_empty_value_rfc9112_7_1_1, b"2;a=\r\nhi\r\n0\r\n\r\n" => Err(InvalidChunkExtension));
+chunked!(extension_value_not_a_token_rfc9112_7_1_1, b"2;a=b=c\r\nhi\r\n0\r\n\r\n" => Err(InvalidChunkExtension));
+chunked!(extension_unterminated_quote_rfc9112_7_1_1, b"2;a=\"b\r\nhi\r\n0\r\n\r\n" => Err(InvalidChunkExtension));
+chunked!(extension_bytes_after_quote_rfc9112_7_1_1, b"2;a=\"b\"c\r\nhi\r\n0\r\n\r\n" => Err(InvalidChunkExtension));
+chunked!(extension_trailing_bws_rfc9112_7_1_1, b"2;a \r\nhi\r\n0\r\n\r\n" => Err(InvalidChunkExtension));
+chunked!(extension_double_semicolon_rfc9112_7_1_1, b"2;;a\r\nhi\r\n0\r\n\r\n" => Err(InvalidChunkExtension));
+chunked!(extension_ctl_in_quotes_rfc9112_7_1_1, b"2;a=\"\x01\"\r\nhi\r\n0\r\n\r\n" => Err(InvalidChunkExtension));
+chunked!(extension_on_last_chunk_checked_rfc9112_7_1_1, b"2\r\nhi\r\n0;\r\n\r\n" => Err(InvalidChunkExtension));
 chunked!(allowed_trailer_rfc9112_7_1_2, b"5\r\nhello\r\n0\r\nServer-Timing: db;dur=5\r\nGrpc-Status: 0\r\n\r\n" => Ok(b"hello"));
 chunked!(sixteen_hex_digits_rfc9112_7_1, b"0000000000000001\r\nx\r\n0\r\n\r\n" => Ok(b"x"));
 
@@ -158,8 +192,9 @@ fn shotgun_every_split_gives_the_same_result() {
     for step in 1..=input.len() {
         assert_eq!(
             run(input, step, true).unwrap().0,
-            input.to_vec(),
-            "raw step {step}"
+            b"5\r\nhello\r\n1\r\n \r\n10\r\n0123456789abcdef\r\n0\r\nServer-Timing: a\r\n\r\n"
+                .to_vec(),
+            "raw step {step}: the same bytes, the extension dropped"
         );
         assert_eq!(
             run(input, step, false).unwrap().0,

@@ -2,9 +2,16 @@
 //! any byte, validates every byte of framing once, and hands out the body as zero-copy `Bytes`.
 //!
 //! Two modes share the machine:
-//! - **raw** (forwarding): validated framing and data are handed out unchanged, as they were read,
-//!   so a proxied chunked body is never re-framed. The trailer section is held back until it is
-//!   complete and every trailer has been checked, so a rejected trailer is never half-forwarded.
+//! - **raw** (forwarding): validated framing and data are handed out as they were read, so a
+//!   proxied chunked body is never re-framed, with one exception: chunk extensions are dropped
+//!   (the size line goes out as the size alone, as a gateway that re-chunks would send it), so a
+//!   backend never parses an extension ringway did not (a known smuggling path). The trailer
+//!   section is held back until it is complete and every trailer has been checked, so a rejected
+//!   trailer is never half-forwarded.
+//!
+//! Chunk extensions are parsed strictly as RFC 9112 §7.1.1 gives them:
+//! `*( BWS ";" BWS token [ BWS "=" BWS ( token / quoted-string ) ] )`; anything else is
+//! [`ErrorKind::InvalidChunkExtension`].
 //! - **data**: framing is dropped and only chunk data is handed out.
 //!
 //! Trailers (RFC 9110 §6.5): Content-Length, Transfer-Encoding, Host and the hop-by-hop fields
@@ -15,8 +22,8 @@
 use super::error::ErrorKind;
 use super::headers::{is_field_value_byte, is_tchar, is_token, trim_ows};
 
-/// Cumulative bytes of chunk extensions accepted in one body (they are ignored, so anything
-/// more is abuse; hyper uses the same bound).
+/// Cumulative bytes of chunk extensions accepted in one body (they are validated and dropped,
+/// never forwarded, so anything more is abuse; hyper uses the same bound).
 pub const MAX_CHUNK_EXT_BYTES: usize = 16 * 1024;
 
 /// Bytes of trailer section (field lines) accepted in one body.
@@ -55,8 +62,24 @@ enum ChunkedState {
     Size,
     /// Whitespace after the size, before `;` (BWS, RFC 9112 §7.1.1).
     SizeLws,
-    /// A chunk extension, up to CR.
-    Extension,
+    /// After `;`: BWS, then the first byte of an extension name.
+    ExtNameStart,
+    /// An extension name (a token).
+    ExtName,
+    /// BWS after an extension name: `=`, `;` or more whitespace.
+    ExtNameLws,
+    /// After `=`: BWS, then a token or a quoted-string.
+    ExtValueStart,
+    /// A token value.
+    ExtToken,
+    /// Inside a quoted-string value.
+    ExtQuoted,
+    /// After a backslash in a quoted-string (quoted-pair).
+    ExtQuotedPair,
+    /// After the closing quote of a value.
+    ExtQuoteEnd,
+    /// BWS after a value, before the next `;`.
+    ExtLws,
     /// LF ending the size line.
     SizeLf,
     /// Chunk data.
@@ -95,6 +118,8 @@ pub(crate) struct ChunkedDecoder {
     line_start: usize,
     /// Raw mode: offset where the held-back trailer section starts.
     hold_from: Option<usize>,
+    /// Raw mode: offset where the current size line's extensions start (held back, then dropped).
+    ext_from: Option<usize>,
     /// Data bytes announced so far, and the most allowed.
     total: u64,
     limit: u64,
@@ -111,6 +136,7 @@ impl ChunkedDecoder {
             pos: 0,
             line_start: 0,
             hold_from: None,
+            ext_from: None,
             total: 0,
             limit,
         }
@@ -120,9 +146,9 @@ impl ChunkedDecoder {
         self.state == ChunkedState::End
     }
 
-    /// Raw mode: validates what `buf` holds and returns how many bytes from its front may be
-    /// handed out unchanged.
-    pub fn raw(&mut self, buf: &[u8]) -> Result<usize, ErrorKind> {
+    /// Raw mode: validates what `buf` holds and says what to do with its front: hand out
+    /// `emit` bytes unchanged, then drop `discard` bytes (a validated chunk extension).
+    pub fn raw(&mut self, buf: &[u8]) -> Result<RawStep, ErrorKind> {
         let mut pos = self.pos;
         while pos < buf.len() && self.state != ChunkedState::End {
             if self.state == ChunkedState::Body {
@@ -132,19 +158,32 @@ impl ChunkedDecoder {
             } else {
                 self.step(buf, pos, true)?;
                 pos += 1;
+                if self.state == ChunkedState::SizeLf
+                    && let Some(from) = self.ext_from.take()
+                {
+                    // The extensions end at the CR just consumed: hand out the size, drop them;
+                    // the CR stays, already validated.
+                    self.pos = 1;
+                    return Ok(RawStep {
+                        emit: from,
+                        discard: pos - 1 - from,
+                    });
+                }
             }
         }
-        let emit = match self.hold_from {
-            Some(h) if self.state != ChunkedState::End => h,
+        let emit = match (self.ext_from, self.hold_from) {
+            (Some(e), _) => e,
+            (None, Some(h)) if self.state != ChunkedState::End => h,
             _ => pos,
         };
+        self.ext_from = self.ext_from.map(|e| e - emit);
         self.hold_from = match self.state {
             ChunkedState::End => None,
             _ => self.hold_from.map(|h| h - emit),
         };
         self.line_start = self.line_start.saturating_sub(emit);
         self.pos = pos - emit;
-        Ok(emit)
+        Ok(RawStep { emit, discard: 0 })
     }
 
     /// Data mode: validates framing in `buf` and returns `(discard, data)`: drop `discard` framing
@@ -199,27 +238,29 @@ impl ChunkedDecoder {
                     Size
                 }
                 _ if self.digits == 0 => return Err(ErrorKind::InvalidChunkSize),
-                b' ' | b'\t' => SizeLws,
-                b';' => Extension,
                 b'\r' => SizeLf,
+                b' ' | b'\t' | b';' => {
+                    if raw {
+                        self.ext_from = Some(at);
+                    }
+                    self.count_ext()?;
+                    if b == b';' { ExtNameStart } else { SizeLws }
+                }
                 _ => return Err(ErrorKind::InvalidChunkSize),
             },
             // chunk-ext = *( BWS ";" BWS ext-name ... ): whitespace only before a `;`.
-            SizeLws => match b {
-                b' ' | b'\t' => SizeLws,
-                b';' => Extension,
-                _ => return Err(ErrorKind::InvalidChunkSize),
-            },
-            Extension => {
-                self.ext_bytes += 1;
-                if self.ext_bytes > MAX_CHUNK_EXT_BYTES {
-                    return Err(ErrorKind::ChunkExtensionTooLong);
-                }
+            SizeLws => {
+                self.count_ext()?;
                 match b {
-                    b'\r' => SizeLf,
-                    _ if is_field_value_byte(b) => Extension,
-                    _ => return Err(ErrorKind::InvalidChunkExtension),
+                    b' ' | b'\t' => SizeLws,
+                    b';' => ExtNameStart,
+                    _ => return Err(ErrorKind::InvalidChunkSize),
                 }
+            }
+            ExtNameStart | ExtName | ExtNameLws | ExtValueStart | ExtToken | ExtQuoted
+            | ExtQuotedPair | ExtQuoteEnd | ExtLws => {
+                self.count_ext()?;
+                extension_step(self.state, b)?
             }
             SizeLf => {
                 if b != b'\n' {
@@ -280,6 +321,14 @@ impl ChunkedDecoder {
         Ok(())
     }
 
+    fn count_ext(&mut self) -> Result<(), ErrorKind> {
+        self.ext_bytes += 1;
+        if self.ext_bytes > MAX_CHUNK_EXT_BYTES {
+            return Err(ErrorKind::ChunkExtensionTooLong);
+        }
+        Ok(())
+    }
+
     fn count_trailer(&mut self) -> Result<(), ErrorKind> {
         self.trailer_bytes += 1;
         if self.trailer_bytes > MAX_TRAILER_BYTES {
@@ -287,6 +336,49 @@ impl ChunkedDecoder {
         }
         Ok(())
     }
+}
+
+/// What the front of the buffer holds after a raw-mode pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RawStep {
+    /// Bytes to hand out unchanged.
+    pub emit: usize,
+    /// Bytes to drop after them: a validated chunk extension.
+    pub discard: usize,
+}
+
+/// One byte of a chunk extension (RFC 9112 §7.1.1), from one of the `Ext*` states:
+///
+/// ```text
+/// chunk-ext      = *( BWS ";" BWS chunk-ext-name [ BWS "=" BWS chunk-ext-val ] )
+/// chunk-ext-name = token
+/// chunk-ext-val  = token / quoted-string
+/// ```
+///
+/// A CR after a name or a value ends the size line; BWS before CR is not in the grammar.
+fn extension_step(state: ChunkedState, b: u8) -> Result<ChunkedState, ErrorKind> {
+    use ChunkedState::*;
+    let ws = b == b' ' || b == b'\t';
+    Ok(match (state, b) {
+        (ExtNameStart, _) if ws => ExtNameStart,
+        (ExtNameStart, _) if is_tchar(b) => ExtName,
+        (ExtName, _) if is_tchar(b) => ExtName,
+        (ExtName | ExtNameLws, _) if ws => ExtNameLws,
+        (ExtName | ExtNameLws, b'=') => ExtValueStart,
+        (ExtValueStart, _) if ws => ExtValueStart,
+        (ExtValueStart, b'"') => ExtQuoted,
+        (ExtValueStart | ExtToken, _) if is_tchar(b) => ExtToken,
+        // qdtext = HTAB / SP / %x21 / %x23-5B / %x5D-7E / obs-text (RFC 9110 §5.6.4)
+        (ExtQuoted, b'"') => ExtQuoteEnd,
+        (ExtQuoted, b'\\') => ExtQuotedPair,
+        (ExtQuoted, _) if ws || b == 0x21 || (0x23..=0x7e).contains(&b) || b >= 0x80 => ExtQuoted,
+        // quoted-pair = "\" ( HTAB / SP / VCHAR / obs-text )
+        (ExtQuotedPair, _) if ws || (0x21..=0x7e).contains(&b) || b >= 0x80 => ExtQuoted,
+        (ExtToken | ExtQuoteEnd | ExtLws, _) if ws => ExtLws,
+        (ExtName | ExtNameLws | ExtToken | ExtQuoteEnd | ExtLws, b';') => ExtNameStart,
+        (ExtName | ExtToken | ExtQuoteEnd, b'\r') => SizeLf,
+        _ => return Err(ErrorKind::InvalidChunkExtension),
+    })
 }
 
 /// `Body` is consumed in bulk by the callers, never byte by byte.

@@ -25,6 +25,11 @@ pub enum ErrorKind {
     InvalidMethod,
     /// Request-target has bytes outside the URI grammar or is not one of the four forms (RFC 9112 §3.2).
     InvalidTarget,
+    /// A `..` segment in the path that would climb above the root (RFC 3986 §5.2.4; refused
+    /// rather than clamped, see [`normalize_path`](super::normalize_path)).
+    PathAboveRoot,
+    /// `%2F`, `%5C` or a raw `\` in the path, refused unless `server.encoded_slashes = "keep"`.
+    EncodedSlash,
     /// Authority-form without CONNECT, `*` without OPTIONS, CONNECT without authority-form (RFC 9112 §3.2.3, §3.2.4).
     TargetFormNotAllowed,
     /// The version field is not `HTTP/DIGIT.DIGIT` (RFC 9112 §2.3).
@@ -73,6 +78,10 @@ pub enum ErrorKind {
     TransferEncodingOnHttp10,
     /// Transfer-Encoding with no coding, or an element that is not a token (RFC 9112 §6.1).
     InvalidTransferEncoding,
+    /// A response body with a transfer coding other than chunked (gzip, ...) for an HTTP/1.0
+    /// client: Transfer-Encoding cannot be sent to it (RFC 9112 §6.1) and ringway does not decode
+    /// the coding, so the bytes would lose the field that names it. 502.
+    CodingNotDeliverable,
     /// Chunk size line without hex digits, or with a byte that is not allowed (RFC 9112 §7.1).
     InvalidChunkSize,
     /// Chunk size with more than 16 hex digits (it would overflow u64).
@@ -102,6 +111,8 @@ impl ErrorKind {
         match self {
             InvalidMethod => "invalid_method",
             InvalidTarget => "invalid_target",
+            PathAboveRoot => "path_above_root",
+            EncodedSlash => "encoded_slash",
             TargetFormNotAllowed => "target_form_not_allowed",
             InvalidVersion => "invalid_version",
             VersionNotSupported => "version_not_supported",
@@ -126,6 +137,7 @@ impl ErrorKind {
             UnknownTransferCoding => "unknown_transfer_coding",
             TransferEncodingOnHttp10 => "transfer_encoding_on_http10",
             InvalidTransferEncoding => "invalid_transfer_encoding",
+            CodingNotDeliverable => "coding_not_deliverable",
             InvalidChunkSize => "invalid_chunk_size",
             ChunkSizeOverflow => "chunk_size_overflow",
             InvalidChunkExtension => "invalid_chunk_extension",

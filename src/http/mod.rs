@@ -4,6 +4,7 @@
 //! - parsing request and response heads in place over the connection's read buffer
 //!   ([`parse_request_head`], [`parse_response_head`]), strictly per RFC 9110/9112, with every
 //!   ambiguous framing case rejected ([`HttpError`] carries the status to answer with);
+//! - normalizing the request-target's path before anything routes on it ([`normalize_path`]);
 //! - message body framing ([`BodyFraming`]) and the streaming [`BodyDecoder`] for
 //!   Content-Length, chunked and read-until-close bodies, handing out zero-copy [`Bytes`] slices of
 //!   the read buffer;
@@ -24,6 +25,7 @@ mod error;
 mod framing;
 mod headers;
 mod hop;
+mod normalize;
 mod request;
 mod response;
 mod scan;
@@ -40,13 +42,15 @@ pub use error::{ErrorKind, HttpError, Side};
 pub use framing::BodyFraming;
 pub use headers::Headers;
 pub use hop::{is_hop_by_hop, not_for_subrequests};
-pub use request::{Method, RequestHead, TargetForm, parse_request_head};
+pub use normalize::{EncodedSlashes, TargetPolicy, normalize_path};
+pub use request::{Method, RequestHead, TargetForm, parse_request_head, parse_request_head_with};
 pub use response::{Interim, MAX_INTERIM_HEADS, ResponseHead, parse_response_head};
 pub use scan::HeadScanner;
 
 pub use write::{
-    BodyMode, ConnAfter, Forwarded, HeadWriter, ResponseForward, put_u64, reason_phrase,
-    write_forward_request_head, write_forward_response_head, write_subrequest_head,
+    BodyMode, ConnAfter, Forwarded, HeadWriter, ResponseForward, check_codings_deliverable,
+    put_u64, reason_phrase, write_forward_request_head, write_forward_response_head,
+    write_subrequest_head,
 };
 
 pub use bytes::{Bytes, BytesMut};

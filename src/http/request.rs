@@ -4,6 +4,7 @@
 //! Never allocates per field, never copies the head: on success the head is split off the front
 //! of the read buffer (`split_to` + `freeze`) and what remains is body or the next pipelined request.
 
+use std::borrow::Cow;
 use std::mem::MaybeUninit;
 
 use bytes::{Bytes, BytesMut};
@@ -11,6 +12,7 @@ use bytes::{Bytes, BytesMut};
 use super::error::{ErrorKind, HttpError};
 use super::framing::{BodyFraming, request_framing};
 use super::headers::{self, Facts, HeaderRange, Headers, Span};
+use super::normalize::{TargetPolicy, normalize_path};
 pub use super::target::TargetForm;
 use super::target::{is_valid_host, parse_target};
 use super::{HeadScanner, Limits, MAX_HEADERS_CAP, Status, Version};
@@ -97,6 +99,9 @@ pub struct RequestHead {
     target: Span,
     form: TargetForm,
     path: Option<Span>,
+    /// The normalized path when it differs from the one sent (rare: a path that is already
+    /// normal costs no allocation).
+    normalized: Option<Bytes>,
     query: Option<Span>,
     host: Option<Span>,
     version: Version,
@@ -116,7 +121,7 @@ impl RequestHead {
         self.method_span.get(&self.bytes)
     }
 
-    /// The request-target as sent.
+    /// The request-target as sent (for logs: route on [`path`](Self::path), never on this).
     pub fn target(&self) -> &[u8] {
         self.target.get(&self.bytes)
     }
@@ -126,13 +131,26 @@ impl RequestHead {
         self.form
     }
 
-    /// The path without the query: `/` for an absolute-form target with an empty path; the whole
-    /// target for authority-form (CONNECT) and asterisk-form (`*`).
+    /// The normalized path without the query (RFC 3986 §6.2.2, see
+    /// [`normalize_path`](super::normalize_path)): what ringway routes on and forwards. `/` for an
+    /// absolute-form target with an empty path; the whole target for authority-form (CONNECT)
+    /// and asterisk-form (`*`), which have no path to normalize.
     pub fn path(&self) -> &[u8] {
+        if let Some(p) = &self.normalized {
+            return p;
+        }
         match (self.path, self.form) {
             (Some(p), _) => p.get(&self.bytes),
             (None, TargetForm::Absolute) => b"/",
             (None, _) => self.target(),
+        }
+    }
+
+    /// The path as sent, before normalization (for logs).
+    pub fn raw_path(&self) -> &[u8] {
+        match self.path {
+            Some(p) => p.get(&self.bytes),
+            None => self.path(),
         }
     }
 
@@ -221,7 +239,8 @@ impl RequestHead {
 /// makes each call look only at the new bytes for the end of the head. On
 /// [`Status::Complete`], the head (through the blank line) has been split off the front of
 /// `buf` without copying, and `buf` holds what follows: body bytes or the next pipelined request.
-/// Empty lines before the request line are dropped (RFC 9112 §2.2).
+/// Empty lines before the request line are dropped (RFC 9112 §2.2). The path is normalized with
+/// the default [`TargetPolicy`] (see [`parse_request_head_with`]).
 ///
 /// # Errors
 ///
@@ -232,16 +251,36 @@ pub fn parse_request_head(
     scan: &mut HeadScanner,
     limits: &Limits,
 ) -> Result<Status<RequestHead>, HttpError> {
+    parse_request_head_with(buf, scan, limits, &TargetPolicy::default())
+}
+
+/// As [`parse_request_head`], normalizing the path (origin and absolute form) under `policy`:
+/// [`RequestHead::path`] is then the normalized path, the one to route on and forward.
+///
+/// # Errors
+///
+/// As [`parse_request_head`], plus the normalization errors of
+/// [`normalize_path`](super::normalize_path) (400).
+pub fn parse_request_head_with(
+    buf: &mut BytesMut,
+    scan: &mut HeadScanner,
+    limits: &Limits,
+    policy: &TargetPolicy,
+) -> Result<Status<RequestHead>, HttpError> {
     let Some(end) = scan.find_end(buf, limits).map_err(HttpError::client)? else {
         return Ok(Status::Partial);
     };
     scan.reset();
-    let mut head = parse_in_place(&buf[..end], limits).map_err(HttpError::client)?;
+    let mut head = parse_in_place(&buf[..end], limits, policy).map_err(HttpError::client)?;
     head.bytes = buf.split_to(end).freeze();
     Ok(Status::Complete(head))
 }
 
-fn parse_in_place(head: &[u8], limits: &Limits) -> Result<RequestHead, ErrorKind> {
+fn parse_in_place(
+    head: &[u8],
+    limits: &Limits,
+    policy: &TargetPolicy,
+) -> Result<RequestHead, ErrorKind> {
     let mut scratch = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS_CAP];
     let max = limits.max_headers.min(MAX_HEADERS_CAP);
     let mut req = httparse::Request::new(&mut []);
@@ -272,6 +311,13 @@ fn parse_in_place(head: &[u8], limits: &Limits) -> Result<RequestHead, ErrorKind
         start: target_span.start + s as u32,
         end: target_span.start + e as u32,
     };
+    let normalized = match parts.path.map(at) {
+        Some(p) => match normalize_path(p.get(head), policy)? {
+            Cow::Borrowed(_) => None,
+            Cow::Owned(n) => Some(Bytes::from(n)),
+        },
+        None => None,
+    };
 
     let mut ranges = Vec::new();
     let facts = headers::collect(head, req.headers, &mut ranges)?;
@@ -298,6 +344,7 @@ fn parse_in_place(head: &[u8], limits: &Limits) -> Result<RequestHead, ErrorKind
         target: target_span,
         form: parts.form,
         path: parts.path.map(at),
+        normalized,
         query: parts.query.map(at),
         host,
         version,

@@ -579,3 +579,57 @@ impl PartialEq for RequestHead {
             && self.framing == other.framing
     }
 }
+
+req!(
+    path_is_normalized_rfc3986_6_2_2,
+    b"GET /a/./b/../%63//d?q=/../ HTTP/1.1\r\nHost: h\r\n\r\n",
+    |h| {
+        assert_eq!(h.path(), b"/a/c/d");
+        assert_eq!(h.raw_path(), b"/a/./b/../%63//d");
+        assert_eq!(h.target(), b"/a/./b/../%63//d?q=/../");
+        assert_eq!(h.query(), Some(&b"q=/../"[..]));
+    }
+);
+
+req!(
+    path_above_root_rfc3986_5_2_4,
+    b"GET /a/../../etc/passwd HTTP/1.1\r\nHost: h\r\n\r\n",
+    Err(PathAboveRoot, 400)
+);
+
+req!(
+    encoded_slash_refused_by_default,
+    b"GET /a%2fb HTTP/1.1\r\nHost: h\r\n\r\n",
+    Err(EncodedSlash, 400)
+);
+
+req!(
+    absolute_form_path_is_normalized,
+    b"GET http://h/x/%2E%2E/y HTTP/1.1\r\nHost: h\r\n\r\n",
+    |h| assert_eq!(h.path(), b"/y")
+);
+
+req!(
+    asterisk_and_authority_form_are_not_paths,
+    b"OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n",
+    |h| assert_eq!(h.path(), b"*")
+);
+
+#[test]
+fn encoded_slash_kept_under_keep_policy() {
+    let mut buf = BytesMut::from(&b"GET /a%2fb/../c HTTP/1.1\r\nHost: h\r\n\r\n"[..]);
+    let policy = crate::http::TargetPolicy {
+        merge_slashes: false,
+        encoded_slashes: crate::http::EncodedSlashes::Keep,
+    };
+    let h = parse_request_head_with(
+        &mut buf,
+        &mut HeadScanner::new(),
+        &Limits::default(),
+        &policy,
+    )
+    .unwrap()
+    .complete()
+    .unwrap();
+    assert_eq!(h.path(), b"/c");
+}

@@ -236,8 +236,9 @@ impl<'a> Forwarded<'a> {
 
 /// Writes the head to send to a backend for a client's request into `out`.
 ///
-/// - Request line in origin-form (an absolute-form target is reduced to path and query; the
-///   authority becomes Host, RFC 9112 §3.2.2), always `HTTP/1.1`.
+/// - Request line in origin-form with the normalized path ([`RequestHead::path`]) and the query
+///   as sent (an absolute-form target is reduced to path and query; the authority becomes Host,
+///   RFC 9112 §3.2.2), always `HTTP/1.1`.
 /// - Host first: the request's host, else `fwd.default_host`.
 /// - Dropped: hop-by-hop fields (Connection, Keep-Alive, Proxy-Connection, TE,
 ///   Transfer-Encoding, Upgrade unless `fwd.tunnel`), every field named in Connection, Expect
@@ -253,9 +254,14 @@ pub fn write_forward_request_head(out: &mut BytesMut, head: &RequestHead, fwd: &
     let ranges = head.ranges();
     let facts = &head.facts;
     let mut w = HeadWriter::new(out);
+    // The normalized path: the backend sees the path the router matched (the query as sent).
     match head.target_form() {
-        TargetForm::Absolute => w.request_line(head.method_bytes(), head.path(), head.query()),
-        _ => w.request_line(head.method_bytes(), head.target(), None),
+        TargetForm::Origin | TargetForm::Absolute => {
+            w.request_line(head.method_bytes(), head.path(), head.query())
+        }
+        TargetForm::Authority | TargetForm::Asterisk => {
+            w.request_line(head.method_bytes(), head.target(), None)
+        }
     };
     w.header(b"host", head.host().unwrap_or(fwd.default_host));
     let tunnel = fwd.tunnel && head.upgrade().is_some();
@@ -460,6 +466,34 @@ pub struct ResponseForward {
     pub client_conn: ConnAfter,
 }
 
+/// Checks that a backend's response body can reach a `client_version` client with its
+/// transfer codings named. Call it before [`write_forward_response_head`].
+///
+/// RFC 9112 §6.1: "A server MUST NOT send a response containing Transfer-Encoding unless the
+/// corresponding request indicates HTTP/1.1 (or later minor revisions)." ringway removes chunked
+/// for an HTTP/1.0 client itself, but it does not decode other codings (`gzip, chunked`, or an
+/// until-close `gzip`): forwarded, those bytes would arrive with no field saying they are coded.
+///
+/// # Errors
+///
+/// [`ErrorKind::CodingNotDeliverable`] on the upstream side (502) for an HTTP/1.0 client and a
+/// response with a body and any coding but chunked.
+pub fn check_codings_deliverable(
+    head: &ResponseHead,
+    client_version: Version,
+) -> Result<(), super::HttpError> {
+    let coded = head
+        .facts
+        .transfer_encoding
+        .is_some_and(|t| !t.only_chunked());
+    if client_version == Version::Http10 && coded && head.framing() != BodyFraming::Empty {
+        return Err(super::HttpError::upstream(
+            super::ErrorKind::CodingNotDeliverable,
+        ));
+    }
+    Ok(())
+}
+
 /// Writes the head to send to the client for a backend's response into `out`.
 ///
 /// `client_version` is the client's request version, `keep_alive` whether the gateway wants to
@@ -470,7 +504,8 @@ pub struct ResponseForward {
 ///   Content-Length and Transfer-Encoding (re-emitted below).
 /// - Framing: `Content-Length: n`; chunked stays chunked for HTTP/1.1 clients; an HTTP/1.0 client
 ///   never gets chunked: the body is de-chunked ([`BodyMode::Decoded`]) and ends at close; an
-///   until-close body ends at close too. HEAD and 304 responses keep their Content-Length.
+///   until-close body ends at close too. HEAD and 304 responses keep their Content-Length. A body
+///   with other codings cannot go to an HTTP/1.0 client: [`check_codings_deliverable`] first.
 /// - Connection: `close` when the client connection will close, `keep-alive` for an HTTP/1.0
 ///   client that keeps it, `upgrade` for a 101. No Connection field on other 1xx.
 /// - Date: `date` added to a final response that has none (the caller passes the current time;

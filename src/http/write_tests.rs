@@ -3,7 +3,9 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::*;
-use crate::http::{HeadScanner, Limits, Status, parse_request_head, parse_response_head};
+use crate::http::{
+    ErrorKind, HeadScanner, Limits, Status, parse_request_head, parse_response_head,
+};
 
 fn request(input: &[u8]) -> RequestHead {
     let mut buf = BytesMut::from(input);
@@ -389,4 +391,84 @@ fn head_writer_builds_heads() {
         &out[..],
         b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 1234\r\n\r\n"
     );
+}
+
+#[test]
+fn forward_request_sends_the_normalized_path_rfc3986_6_2_2() {
+    for target in [
+        &b"/public/../admin?x=%2e%2E"[..],
+        b"/public/%2e%2e/admin?x=%2e%2E",
+        b"/%61dmin?x=%2e%2E",
+        b"//admin?x=%2e%2E",
+        b"http://h//public/./../%61dmin?x=%2e%2E",
+    ] {
+        let mut input = b"GET ".to_vec();
+        input.extend_from_slice(target);
+        input.extend_from_slice(b" HTTP/1.1\r\nHost: h\r\n\r\n");
+        let out = forward(&input, &Forwarded::new(CLIENT, b"up"));
+        // The query is left as sent.
+        assert!(
+            out.starts_with("GET /admin?x=%2e%2E HTTP/1.1\r\n"),
+            "{:?} forwarded as {out}",
+            String::from_utf8_lossy(target)
+        );
+    }
+}
+
+#[test]
+fn coded_body_not_deliverable_to_http10_rfc9112_6_1() {
+    let cases: [(&[u8], Version, bool); 7] = [
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            Version::Http10,
+            false,
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n",
+            Version::Http10,
+            false,
+        ),
+        // Until close, coded.
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
+            Version::Http10,
+            false,
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            Version::Http11,
+            true,
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            Version::Http10,
+            true,
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n",
+            Version::Http10,
+            true,
+        ),
+        // No body: nothing coded reaches the client.
+        (
+            b"HTTP/1.1 204 No Content\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            Version::Http10,
+            true,
+        ),
+    ];
+    for (input, client, ok) in cases {
+        let got = check_codings_deliverable(&response(input, Method::Get), client);
+        assert_eq!(
+            got.is_ok(),
+            ok,
+            "{:?} to {client:?}: {got:?}",
+            String::from_utf8_lossy(input)
+        );
+        if let Err(e) = got {
+            assert_eq!(
+                (e.kind(), e.status()),
+                (ErrorKind::CodingNotDeliverable, 502)
+            );
+        }
+    }
 }

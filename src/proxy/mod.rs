@@ -163,6 +163,10 @@ pub async fn forward(
         client.note_upstream(attempt.pool());
         match exchange(client, &mut attempt, &mut req).await {
             Ok((resp, ubuf, sent)) => {
+                if let Err(e) = http::check_codings_deliverable(&resp, req.head.version()) {
+                    // Not the backend's fault (it was spoken to in HTTP/1.1): no health report.
+                    return fail(client, group, &req, Error::bad_response(e)).await;
+                }
                 ex.succeeded(&attempt);
                 let relayed =
                     relay::relay_response(client, config, attempt, ubuf, &req.head, resp, sent);

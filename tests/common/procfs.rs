@@ -35,17 +35,33 @@ pub fn rss_kib(pid: u32) -> u64 {
         .unwrap()
 }
 
-/// Raises this (test) process's soft open-files limit to its hard limit; returns the new limit.
-pub fn raise_own_nofile() -> u64 {
+/// Raises this (test) process's open-files limit to at least `want` where it may: the soft limit
+/// up to the hard one, and as root (CAP_SYS_RESOURCE) the hard one too, up to the kernel's
+/// `fs.nr_open`. Returns the soft limit in force afterwards.
+pub fn raise_own_nofile(want: u64) -> u64 {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
+    let nr_open: u64 = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(1 << 20);
     // SAFETY: `lim` is a valid rlimit struct the kernel reads from / writes into.
     unsafe {
         libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+        if lim.rlim_max < want && libc::geteuid() == 0 {
+            // Only root may raise the hard limit; a failure leaves it as it was.
+            let raised = libc::rlimit {
+                rlim_cur: want.min(nr_open),
+                rlim_max: want.min(nr_open),
+            };
+            libc::setrlimit(libc::RLIMIT_NOFILE, &raised);
+            libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+        }
         lim.rlim_cur = lim.rlim_max;
         libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
     }
     lim.rlim_cur
 }

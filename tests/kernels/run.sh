@@ -19,7 +19,7 @@ cache=${RINGWAY_KERNEL_CACHE:-$PWD/target/kernels}
 mkdir -p "$cache"
 
 skip() {
-  if [ -n "${RINGWAY_KERNELS_REQUIRED:-}" ]; then
+  if [ -n "${RINGWAY_KERNELS_REQUIRED:-}" ] || [ "${RINGWAY_CI:-}" = 1 ]; then
     echo "kernel matrix: FAILED: cannot run: $*" >&2
     exit 1
   fi

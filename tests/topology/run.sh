@@ -2,7 +2,7 @@
 # The deployment topology test (issue 10): HAProxy -> 2 ringway gateways (2 shards each) ->
 # 3 backends, each in its own network namespace on a private bridge (10.213.0.0/24).
 # See tests/topology/README.md. Needs root, `ip netns`, `tc` and `haproxy`; otherwise it prints
-# "topology test skipped: <why>" and exits 0. A failed check exits 1.
+# "SKIPPED: topology test: <why>" and exits 0 (in CI as root, a missing tool fails instead). A failed check exits 1.
 #
 #   tests/topology/run.sh                      # binaries from target/release, else target/debug
 #   RINGWAY_BIN=... RINGWAY_BENCH_BIN=... RWTOP_IO=epoll RWTOP_KEEP=1 tests/topology/run.sh
@@ -10,16 +10,26 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 
 skip() {
-  echo "topology test skipped: $*"
+  echo "SKIPPED: topology test: $*"
   exit 0
+}
+
+# In CI as root (RINGWAY_CI=1) the tools are installed by .ci/run: missing ones are a failure.
+need_tool() { # $1 = command, $2 = why
+  command -v "$1" >/dev/null 2>&1 && return
+  if [ "${RINGWAY_CI:-}" = 1 ] && [ "$(id -u)" = 0 ]; then
+    echo "topology test: $2, and CI as root must run it"
+    exit 1
+  fi
+  skip "$2"
 }
 
 [ "$(uname -s)" = Linux ] || skip "not Linux"
 [ "$(id -u)" = 0 ] || skip "not root (network namespaces need CAP_SYS_ADMIN)"
-command -v ip >/dev/null 2>&1 || skip "no ip (iproute2) command"
-command -v tc >/dev/null 2>&1 || skip "no tc (iproute2) command"
-command -v haproxy >/dev/null 2>&1 || skip "no haproxy (apt-get install haproxy)"
-command -v python3 >/dev/null 2>&1 || skip "no python3"
+need_tool ip "no ip (iproute2) command"
+need_tool tc "no tc (iproute2) command"
+need_tool haproxy "no haproxy (apt-get install haproxy)"
+need_tool python3 "no python3"
 # Can we create a namespace with a bridge and a veth here (containers often forbid it)?
 probe=rwtop-probe-$$
 if ! ip netns add "$probe" 2>/dev/null; then
