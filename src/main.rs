@@ -132,7 +132,13 @@ fn main() -> ExitCode {
             }
         },
         Command::Probe => {
-            print!("{}", ringway::io::probe::probe());
+            let mut report = ringway::io::probe::probe();
+            if let Ok(f) = &report.uring
+                && f.missing_required().is_empty()
+            {
+                report.self_test = Some(ringway::io::selftest::run_on_new_ring(f));
+            }
+            print!("{report}");
             ExitCode::SUCCESS
         }
         Command::Demo { listen, io } => {

@@ -74,16 +74,29 @@ pub fn run(config: Config, opts: RunOptions) -> Result<i32, RunError> {
     let access_log =
         AccessLogWriter::start(&config.log.access, config.log.format).map_err(RunError)?;
     let config = Arc::new(config);
-    let shards = shard::start(
-        config.clone(),
-        driver,
-        config.server.shards,
-        access_log.clone(),
-    )
+    let start = |driver| {
+        shard::start(
+            config.clone(),
+            driver,
+            config.server.shards,
+            access_log.clone(),
+        )
+    };
+    let shards = match start(driver) {
+        // The probe said yes but the ring or its self-test said no: epoll still serves.
+        Err(e) if e.uring_unusable() && config.server.io == IoChoice::Auto => {
+            tracing::warn!("{e}; using the epoll driver");
+            start(Driver::Epoll)
+        }
+        Err(e) if e.uring_unusable() => Err(shard::StartError::new(format!(
+            "--io uring: {e}. Use --io epoll or --io auto (see `ringway probe` and kernel-notes.md)"
+        ))),
+        r => r,
+    }
     .map_err(|e| RunError(e.to_string()))?;
     for addr in &shards.listen {
         tracing::info!(
-            driver = %driver,
+            driver = %shards.driver,
             shards = shards.len(),
             "listening on {addr}"
         );

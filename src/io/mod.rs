@@ -29,6 +29,7 @@ use bytes::{Bytes, BytesMut};
 mod epoll;
 pub mod event;
 pub mod probe;
+pub mod selftest;
 mod timeout;
 mod timer;
 mod uring;

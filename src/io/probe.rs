@@ -129,6 +129,14 @@ pub struct UringFeatures {
     pub nodrop: bool,
     /// 5.5: opcode `LINK_TIMEOUT`.
     pub linked_timeout: bool,
+    /// 5.3: opcode `SENDMSG` (vectored writes).
+    pub sendmsg: bool,
+    /// 5.1: opcode `POLL_ADD`.
+    pub poll_add: bool,
+    /// 5.5: opcode `ASYNC_CANCEL`.
+    pub async_cancel: bool,
+    /// 5.19: opcode `SOCKET`.
+    pub socket: bool,
     /// 5.5: opcode `ACCEPT`.
     pub accept: bool,
     /// 5.5: opcode `CONNECT`.
@@ -146,19 +154,28 @@ pub struct UringFeatures {
 impl UringFeatures {
     /// Features the uring driver cannot work without; an empty list means it can run.
     ///
-    /// `ext_arg` (5.11) is on the list because compio 0.19 passes `IORING_ENTER_EXT_ARG` on every
-    /// wait that has a timeout, zero-timeout drains included (compio-driver `iour::submit_auto`),
-    /// with no fallback. A kernel without it (5.10) answers `EINVAL` and compio's runtime panics
-    /// in `poll_with`. This was reproduced here with a seccomp filter that answers `EINVAL` to
-    /// `io_uring_enter` calls carrying that flag. So on 5.10 `auto` must pick epoll.
+    /// Exactly what the compio-based driver submits, and nothing it does not:
+    /// - `ext_arg` (5.11, or 5.10.162+ with the 5.15 io_uring backport): compio 0.19 passes
+    ///   `IORING_ENTER_EXT_ARG` on every wait that has a timeout, zero-timeout drains included
+    ///   (compio-driver `iour::submit_auto`), with no fallback; a kernel without it answers
+    ///   `EINVAL` and compio's runtime panics in `poll_with` (reproduced with a seccomp filter).
+    /// - `accept`, `connect`, `recv`, `send`, `sendmsg` (vectored writes), `poll_add` (an idle
+    ///   read waits for readiness when there is no buffer ring) and `async_cancel` (a dropped
+    ///   operation, e.g. a read ended by a timeout, is cancelled).
+    ///
+    /// Not here: `LINK_TIMEOUT` (timeouts are the shard's own timer wheel) and `SOCKET` (sockets
+    /// come from `socket(2)`, see `uring::Stream::connect_tcp`). The start-up self-test is the
+    /// final word: it runs these operations for real.
     pub fn missing_required(&self) -> Vec<&'static str> {
         [
             ("ext_arg", self.ext_arg),
             ("accept", self.accept),
             ("connect", self.connect),
             ("send", self.send),
+            ("sendmsg", self.sendmsg),
             ("recv", self.recv),
-            ("linked_timeout", self.linked_timeout),
+            ("poll_add", self.poll_add),
+            ("async_cancel", self.async_cancel),
         ]
         .into_iter()
         .filter(|(_, ok)| !ok)
@@ -245,6 +262,10 @@ pub fn uring_features() -> Result<UringFeatures, UringUnavailable> {
         submit_stable: params.is_feature_submit_stable(),
         nodrop: params.is_feature_nodrop(),
         linked_timeout: op(opcode::LinkTimeout::CODE),
+        sendmsg: op(opcode::SendMsg::CODE),
+        poll_add: op(opcode::PollAdd::CODE),
+        async_cancel: op(opcode::AsyncCancel::CODE),
+        socket: op(opcode::Socket::CODE),
         accept,
         connect: op(opcode::Connect::CODE),
         send: op(opcode::Send::CODE),
@@ -324,6 +345,17 @@ fn choose(uring: &Result<UringFeatures, UringUnavailable>) -> AutoChoice {
             },
         },
     }
+}
+
+/// Whether a ring of `entries` entries sets up for this process now: the question
+/// RLIMIT_MEMLOCK poses on kernels whose io_uring charges rings to it (before 5.12, and not on
+/// 5.10.162+, which carries 5.15's io_uring). Asked by trying, since the version string cannot
+/// tell a backport. `Err(errno)` when refused.
+pub fn ring_fits(entries: u32) -> Result<(), i32> {
+    IoUring::<io_uring::squeue::Entry, io_uring::cqueue::Entry>::builder()
+        .build(entries)
+        .map(drop)
+        .map_err(|e| e.raw_os_error().unwrap_or(0))
 }
 
 /// `kernel.io_uring_disabled`: 0 enabled, 1 only privileged or `kernel.io_uring_group`, 2 off.

@@ -51,6 +51,11 @@ pub struct UringOptions {
     pub sqpoll: bool,
 }
 
+/// The smallest ring [`Runtime::new`] shrinks to under a tight RLIMIT_MEMLOCK: a shard keeps a
+/// few operations in flight per connection, and compio submits early when the queue is full, so
+/// a small ring costs extra `io_uring_enter` calls, not correctness.
+pub const MIN_RING_ENTRIES: u32 = 64;
+
 /// How long an SQPOLL kernel thread spins without work before it sleeps.
 pub const SQPOLL_IDLE: Duration = Duration::from_millis(50);
 
@@ -102,9 +107,44 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    /// Sets up the ring with the best flags this kernel accepts.
+    /// Sets up the ring with the best flags this kernel accepts, at the largest size up to
+    /// `opts.capacity` that the locked-memory limit allows.
+    ///
+    /// Kernels whose io_uring predates 5.12 charge ring memory to RLIMIT_MEMLOCK, often 64 KiB
+    /// for ordinary users and in containers, and a 4096-entry ring needs ~300 KiB. So on ENOMEM
+    /// the ring is halved, down to [`MIN_RING_ENTRIES`], with one warning saying how to raise the
+    /// limit; only a ring that cannot be set up even then is an error.
+    ///
+    /// # Errors
+    /// io_uring refused (the message names the errno and its likely cause).
     pub fn new(opts: &UringOptions) -> io::Result<Runtime> {
-        // Fall back flag by flag, newest first: an older kernel answers EINVAL to an unknown flag.
+        let mut capacity = opts.capacity.max(MIN_RING_ENTRIES);
+        loop {
+            match Self::with_capacity(opts, capacity) {
+                Err(e) if e.raw_os_error() == Some(libc::ENOMEM) && capacity > MIN_RING_ENTRIES => {
+                    capacity /= 2;
+                }
+                Err(e) => return Err(uring_error(e)),
+                Ok(rt) => {
+                    if capacity < opts.capacity {
+                        tracing::warn!(
+                            entries = capacity,
+                            wanted = opts.capacity,
+                            "io_uring ring shrunk to fit RLIMIT_MEMLOCK ({}); raise it for full \
+                             size (systemd LimitMEMLOCK=, ulimit -l)",
+                            super::probe::memlock_limit()
+                                .map_or("unlimited".to_string(), |l| format!("{} KiB", l / 1024))
+                        );
+                    }
+                    return Ok(rt);
+                }
+            }
+        }
+    }
+
+    /// One ring of `capacity` entries, falling back setup flag by setup flag, newest first (an
+    /// older kernel answers EINVAL to an unknown flag). Errors are returned raw.
+    fn with_capacity(opts: &UringOptions, capacity: u32) -> io::Result<Runtime> {
         let attempts = [
             (
                 opts.coop_taskrun,
@@ -119,7 +159,7 @@ impl Runtime {
         let mut last_err = None;
         for (coop, single, defer) in attempts {
             let mut pb = ProactorBuilder::new();
-            pb.capacity(opts.capacity)
+            pb.capacity(capacity)
                 .buffer_pool_size(
                     std::num::NonZeroU16::new(opts.buffer_ring_entries.max(1)).expect("nonzero"),
                 )
@@ -141,7 +181,7 @@ impl Runtime {
                             "compio did not select its io_uring driver; io_uring is unavailable",
                         ));
                     }
-                    tracing::debug!(coop, single, defer, "io_uring ring set up");
+                    tracing::debug!(coop, single, defer, capacity, "io_uring ring set up");
                     BUFFER_RING.set(opts.buffer_ring && register_buffer_ring(&rt));
                     POOL_PEEK.set(opts.pool_peek);
                     return Ok(Runtime {
@@ -149,12 +189,10 @@ impl Runtime {
                     });
                 }
                 Err(e) if e.raw_os_error() == Some(libc::EINVAL) => last_err = Some(e),
-                Err(e) => return Err(uring_error(e)),
+                Err(e) => return Err(e),
             }
         }
-        Err(uring_error(last_err.unwrap_or_else(|| {
-            io::Error::other("no ring setup attempted")
-        })))
+        Err(last_err.unwrap_or_else(|| io::Error::other("no ring setup attempted")))
     }
 
     /// compio's own `block_on` loop, plus ringway's timer wheel: every wait is bounded by the
@@ -251,7 +289,9 @@ fn uring_error(e: io::Error) -> io::Error {
         }
         Some(libc::ENOSYS) => "the kernel has no io_uring, or a seccomp profile answers ENOSYS",
         Some(libc::ENOMEM) => {
-            "RLIMIT_MEMLOCK is too low for the ring (kernels before 5.12): raise `ulimit -l`"
+            "no memory for even the smallest ring: RLIMIT_MEMLOCK too low (kernels whose io_uring \
+             predates 5.12 charge rings to it) or the memory cgroup is full; raise the limit \
+             (systemd LimitMEMLOCK=, ulimit -l) or run --io epoll"
         }
         _ => "see `ringway probe`",
     };
@@ -305,6 +345,15 @@ impl Drop for Sleep {
     }
 }
 
+/// A blocking-mode, close-on-exec stream socket, as compio's own socket op makes it: the ring
+/// does the waiting, so the fd needs no O_NONBLOCK.
+fn new_socket(
+    domain: socket2::Domain,
+    protocol: Option<socket2::Protocol>,
+) -> io::Result<socket2::Socket> {
+    socket2::Socket::new(domain, socket2::Type::STREAM, protocol)
+}
+
 /// A TCP or Unix stream on the ring.
 pub enum Stream {
     Tcp(compio::net::TcpStream),
@@ -312,16 +361,32 @@ pub enum Stream {
 }
 
 impl Stream {
+    /// Connects over the ring (IORING_OP_CONNECT, 5.5) a socket made by a plain `socket(2)`.
+    ///
+    /// Not compio's `TcpStream::connect`: that creates the socket with IORING_OP_SOCKET (5.19),
+    /// and on older kernels its blocking fallback stores the new fd twice (once in the op's
+    /// `call`, again in `set_result`), so the first owner closes it and every connect fails with
+    /// EBADF. Seen on Debian bullseye's 5.10.262 (issue 15). One syscall per new backend
+    /// connection costs nothing next to the handshake.
     pub async fn connect_tcp(addr: SocketAddr) -> io::Result<Stream> {
-        let s = compio::net::TcpStream::connect(addr).await?;
+        let sock = new_socket(
+            socket2::Domain::for_address(addr),
+            Some(socket2::Protocol::TCP),
+        )?;
+        let sock = compio::net::TcpSocket::from_std_stream(std::net::TcpStream::from(sock))?;
+        let s = sock.connect(addr).await?;
         s.set_nodelay(true)?;
         Ok(Stream::Tcp(s))
     }
 
+    /// Connects a Unix stream socket over the ring; see [`Stream::connect_tcp`] for why the
+    /// socket itself comes from `socket(2)`.
     pub async fn connect_unix(path: &Path) -> io::Result<Stream> {
-        compio::net::UnixStream::connect(path)
-            .await
-            .map(Stream::Unix)
+        use std::os::fd::{FromRawFd, IntoRawFd};
+        let sock = new_socket(socket2::Domain::UNIX, None)?;
+        // SAFETY: `into_raw_fd` hands over sole ownership of a freshly created, open socket fd.
+        let sock = unsafe { compio::net::UnixSocket::from_raw_fd(sock.into_raw_fd()) };
+        sock.connect(path).await.map(Stream::Unix)
     }
 
     pub fn from_std_unix(s: std::os::unix::net::UnixStream) -> io::Result<Stream> {

@@ -54,11 +54,38 @@ pub struct ShardSet {
 
 /// Why the shards could not start; each message says what to fix.
 #[derive(Debug)]
-pub struct StartError(pub String);
+pub struct StartError {
+    msg: String,
+    uring_unusable: bool,
+}
+
+impl StartError {
+    /// A start-up failure that says what to fix.
+    pub fn new(msg: impl Into<String>) -> StartError {
+        StartError {
+            msg: msg.into(),
+            uring_unusable: false,
+        }
+    }
+
+    /// The io_uring driver cannot serve here (its ring or its self-test failed), though the
+    /// probe let it start: `--io auto` then runs epoll instead.
+    fn uring(msg: String) -> StartError {
+        StartError {
+            msg,
+            uring_unusable: true,
+        }
+    }
+
+    /// Whether the failure was the io_uring driver's, so that epoll may still work.
+    pub fn uring_unusable(&self) -> bool {
+        self.uring_unusable
+    }
+}
 
 impl std::fmt::Display for StartError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.msg)
     }
 }
 
@@ -136,12 +163,12 @@ fn bind_all(
                     }
                     _ => "",
                 };
-                StartError(format!("cannot listen on {actual}: {e}{hint}"))
+                StartError::new(format!("cannot listen on {actual}: {e}{hint}"))
             })?;
             if i == 0 {
                 actual = l
                     .local_addr()
-                    .map_err(|e| StartError(format!("listener on {addr}: {e}")))?;
+                    .map_err(|e| StartError::new(format!("listener on {addr}: {e}")))?;
                 resolved.push(actual);
             }
             slot.push(l);
@@ -213,19 +240,26 @@ pub fn start(
     .max(1);
 
     let (ready_tx, ready_rx) = mpsc::channel::<Result<usize, String>>();
+    // Two phases: every shard builds its event loop and (on uring) passes the self-test, and
+    // only then does any shard serve; so a failure leaves no shard holding the listeners.
+    let (boot_tx, boot_rx) = mpsc::channel::<Result<(), StartError>>();
+    let mut go = Vec::with_capacity(shards);
     let mut threads = Vec::with_capacity(shards);
     let mut control = Controller {
         shards: Vec::with_capacity(shards),
     };
     for (id, shard_listeners) in listeners.into_iter().enumerate() {
         let (ctl_main, ctl_shard) = StdUnixStream::pair()
-            .map_err(|e| StartError(format!("control socketpair for shard {id}: {e}")))?;
+            .map_err(|e| StartError::new(format!("control socketpair for shard {id}: {e}")))?;
         let (cmd_tx, cmd_rx) = mpsc::channel::<Command>();
         let cpu = (config.server.pin_cpus && !cpus.is_empty()).then(|| cpus[id % cpus.len()]);
         let config = config.clone();
         let ready_tx = ready_tx.clone();
         let uring_opts = uring_opts.clone();
         let access_log = access_log.clone();
+        let boot_tx = boot_tx.clone();
+        let (go_tx, go_rx) = mpsc::channel::<bool>();
+        go.push(go_tx);
         let thread = thread::Builder::new()
             .name(format!("ringway-shard-{id}"))
             .spawn(move || {
@@ -235,14 +269,18 @@ pub fn start(
                         tracing::warn!(shard = id, cpu, "could not pin shard to its CPU: {e}");
                     }
                 }
-                let rt = match Runtime::new(driver, &uring_opts) {
+                let multishot_accept = uring_opts.multishot_accept;
+                let rt = match boot(id, driver, &uring_opts) {
                     Ok(rt) => rt,
                     Err(e) => {
-                        let _ = ready_tx.send(Err(format!("shard {id}: {e}")));
+                        let _ = boot_tx.send(Err(e));
                         return;
                     }
                 };
-                let multishot_accept = uring_opts.multishot_accept;
+                let _ = boot_tx.send(Ok(()));
+                if go_rx.recv() != Ok(true) {
+                    return; // Another shard failed; this one never served.
+                }
                 rt.block_on(run_shard(
                     id,
                     multishot_accept,
@@ -256,16 +294,36 @@ pub fn start(
                     ready_tx,
                 ));
             })
-            .map_err(|e| StartError(format!("cannot start shard thread {id}: {e}")))?;
+            .map_err(|e| StartError::new(format!("cannot start shard thread {id}: {e}")))?;
         threads.push(thread);
         control.shards.push((ctl_main, cmd_tx));
     }
     drop(ready_tx);
+    drop(boot_tx);
+    let mut failure = None;
+    for _ in 0..shards {
+        let failed = match boot_rx.recv() {
+            Ok(Ok(())) => continue,
+            Ok(Err(e)) => e,
+            Err(_) => StartError::new("a shard thread exited during start-up"),
+        };
+        failure.get_or_insert(failed);
+    }
+    if let Some(e) = failure {
+        drop(go);
+        for t in threads {
+            let _ = t.join();
+        }
+        return Err(e);
+    }
+    for g in &go {
+        let _ = g.send(true);
+    }
     for _ in 0..shards {
         match ready_rx.recv() {
             Ok(Ok(_)) => {}
-            Ok(Err(msg)) => return Err(StartError(msg)),
-            Err(_) => return Err(StartError("a shard thread exited during start-up".into())),
+            Ok(Err(msg)) => return Err(StartError::new(msg)),
+            Err(_) => return Err(StartError::new("a shard thread exited during start-up")),
         }
     }
     Ok(ShardSet {
@@ -296,7 +354,7 @@ impl ShardSet {
         for (ctl, tx) in &self.control.shards {
             let ctl = ctl
                 .try_clone()
-                .map_err(|e| StartError(format!("control socket: {e}")))?;
+                .map_err(|e| StartError::new(format!("control socket: {e}")))?;
             shards.push((ctl, tx.clone()));
         }
         Ok(Controller { shards })
@@ -387,6 +445,19 @@ impl Controller {
 }
 
 /// The body of one shard thread.
+/// Builds shard `id`'s event loop and, on uring, runs the start-up self-test through it.
+fn boot(id: usize, driver: Driver, uring_opts: &UringOptions) -> Result<Runtime, StartError> {
+    let rt = Runtime::new(driver, uring_opts).map_err(|e| match driver {
+        Driver::Uring => StartError::uring(format!("shard {id}: {e}")),
+        Driver::Epoll => StartError::new(format!("shard {id}: {e}")),
+    })?;
+    if driver == Driver::Uring {
+        rt.block_on(rio::selftest::run(uring_opts.multishot_accept))
+            .map_err(|f| StartError::uring(format!("shard {id}: {f}")))?;
+    }
+    Ok(rt)
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn run_shard(
     id: usize,

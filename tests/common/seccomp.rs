@@ -72,6 +72,23 @@ pub fn deny_enter_ext_arg(cmd: &mut Command) {
     install_before_exec(cmd, rules, SeccompAction::Errno(libc::EINVAL as u32));
 }
 
+/// Configures `cmd` so that, in the child, `io_uring_setup` of a ring with more than `entries`
+/// entries fails with `ENOMEM`: what a kernel that charges rings to RLIMIT_MEMLOCK answers
+/// (io_uring before 5.12) when the ring does not fit the limit. Smaller rings set up normally.
+pub fn enomem_for_rings_over(cmd: &mut Command, entries: u32) {
+    // io_uring_setup(entries, params): entries is argument 0.
+    let too_big = SeccompCondition::new(
+        0,
+        SeccompCmpArgLen::Dword,
+        SeccompCmpOp::Gt,
+        u64::from(entries),
+    )
+    .expect("seccomp condition on io_uring_setup entries");
+    let rule = SeccompRule::new(vec![too_big]).expect("seccomp rule");
+    let rules = BTreeMap::from([(libc::SYS_io_uring_setup, vec![rule])]);
+    install_before_exec(cmd, rules, SeccompAction::Errno(libc::ENOMEM as u32));
+}
+
 /// Compiles `rules` (matching syscalls get `on_match`, all others are allowed) in the parent and
 /// makes the child install the program between fork and exec.
 fn install_before_exec(

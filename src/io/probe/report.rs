@@ -22,6 +22,11 @@ pub struct ProbeReport {
     pub io_uring_disabled_sysctl: Option<u32>,
     /// RLIMIT_MEMLOCK soft limit in bytes; `None` = unlimited.
     pub memlock_limit: Option<u64>,
+    /// Whether a ring of the driver's full size sets up under that limit (`Err(errno)` if not).
+    pub full_ring: Result<(), i32>,
+    /// The start-up self-test through a uring runtime, when the caller ran it (`ringway probe`
+    /// does; the probe module itself never starts a runtime): `Err` says which step failed.
+    pub self_test: Option<Result<(), String>>,
 }
 
 /// Runs every probe once.
@@ -33,8 +38,13 @@ pub fn probe() -> ProbeReport {
         uring: uring_features(),
         io_uring_disabled_sysctl: io_uring_disabled_sysctl(),
         memlock_limit: memlock_limit(),
+        full_ring: super::ring_fits(FULL_RING),
+        self_test: None,
     }
 }
+
+/// The uring driver's ring size before any shrinking (`UringOptions::default().capacity`).
+const FULL_RING: u32 = 4096;
 
 /// One row of the feature table: name, first mainline kernel, what ringway does with it.
 struct FeatureRow {
@@ -58,11 +68,15 @@ const FEATURE_ROWS: &[FeatureRow] = &[
     FeatureRow { name: "fast_poll", since: "5.7", used_for: "socket ops poll in-kernel, no io-wq thread", get: |f| f.fast_poll },
     FeatureRow { name: "submit_stable", since: "5.5", used_for: "SQE data may be dropped after submit", get: |f| f.submit_stable },
     FeatureRow { name: "nodrop", since: "5.5", used_for: "no completion lost on CQ overflow", get: |f| f.nodrop },
-    FeatureRow { name: "linked_timeout", since: "5.5", used_for: "per-operation timeouts (required)", get: |f| f.linked_timeout },
     FeatureRow { name: "accept", since: "5.5", used_for: "accept client connections (required)", get: |f| f.accept },
     FeatureRow { name: "connect", since: "5.5", used_for: "connect to upstreams (required)", get: |f| f.connect },
     FeatureRow { name: "send", since: "5.6", used_for: "write to sockets (required)", get: |f| f.send },
+    FeatureRow { name: "sendmsg", since: "5.3", used_for: "vectored writes: fan-out answers, head + body (required)", get: |f| f.sendmsg },
     FeatureRow { name: "recv", since: "5.6", used_for: "reads; the pooled-connection reuse check (required)", get: |f| f.recv },
+    FeatureRow { name: "poll_add", since: "5.1", used_for: "idle reads without a buffer ring wait for readiness (required)", get: |f| f.poll_add },
+    FeatureRow { name: "async_cancel", since: "5.5", used_for: "cancel an operation whose future was dropped (required)", get: |f| f.async_cancel },
+    FeatureRow { name: "linked_timeout", since: "5.5", used_for: "not used: timeouts are the shard's own timer wheel", get: |f| f.linked_timeout },
+    FeatureRow { name: "socket", since: "5.19", used_for: "not used: sockets come from socket(2) (compio's fallback without it lost the fd)", get: |f| f.socket },
     FeatureRow { name: "splice", since: "5.7", used_for: "not yet (bodies go through Bytes)", get: |f| f.splice },
     FeatureRow { name: "provide_buffers", since: "5.7", used_for: "not used (buffer_ring supersedes it)", get: |f| f.provide_buffers },
 ];
@@ -100,16 +114,30 @@ impl fmt::Display for ProbeReport {
             Some(v) => writeln!(f, "kernel.io_uring_disabled: {v} ({})", sysctl_meaning(v))?,
             None => writeln!(f, "kernel.io_uring_disabled: absent (kernel < 6.6)")?,
         }
-        let charged = match self.kernel {
-            Some(k) if k.at_least(5, 12) => {
-                "does not limit rings: kernel >= 5.12 charges the memory cgroup"
-            }
-            Some(_) => "limits rings: kernel < 5.12 charges ring memory to it",
-            None => "limits rings only on kernels < 5.12",
+        let limit = match self.memlock_limit {
+            Some(b) => format!("{} KiB", b / 1024),
+            None => "unlimited".to_string(),
         };
-        match self.memlock_limit {
-            Some(b) => writeln!(f, "RLIMIT_MEMLOCK: {} KiB; {charged}", b / 1024)?,
-            None => writeln!(f, "RLIMIT_MEMLOCK: unlimited; {charged}")?,
+        match self.full_ring {
+            Ok(()) => writeln!(
+                f,
+                "RLIMIT_MEMLOCK: {limit}; a {FULL_RING}-entry ring (the driver's size) sets up under it"
+            )?,
+            Err(errno) => writeln!(
+                f,
+                "RLIMIT_MEMLOCK: {limit}; a {FULL_RING}-entry ring does not set up ({}): the driver \
+                 shrinks its ring to fit, down to 64 entries; raise the limit for full size \
+                 (systemd LimitMEMLOCK=, ulimit -l)",
+                super::errno_name(errno)
+            )?,
+        }
+        match &self.self_test {
+            Some(Ok(())) => writeln!(f, "self-test through a uring runtime: passed")?,
+            Some(Err(e)) => writeln!(f, "self-test through a uring runtime: {e}")?,
+            None => {}
+        }
+        if let (AutoChoice::Uring, Some(Err(e))) = (choose(&self.uring), &self.self_test) {
+            return write!(f, "auto would pick: epoll (because {e})");
         }
         match choose(&self.uring) {
             AutoChoice::Uring => write!(f, "auto would pick: uring"),

@@ -139,7 +139,9 @@ fn auto_falls_back_with_reason() {
         connect: true,
         send: true,
         recv: true,
-        linked_timeout: true,
+        sendmsg: true,
+        poll_add: true,
+        async_cancel: true,
         fast_poll: true,
         ..UringFeatures::default()
     };
@@ -196,5 +198,47 @@ fn live_probe_on_this_machine() {
     let shown = report.to_string();
     println!("{shown}");
     assert!(shown.contains("io_uring: available"), "{shown}");
+    assert!(shown.ends_with("auto would pick: uring"), "{shown}");
+}
+
+/// The report answers from trials: a self-test failure overrides the feature bits (the 5.10.262
+/// lesson), and a full-size ring that does not fit memlock is named with its fix.
+#[test]
+fn report_follows_the_self_test_and_the_trial_ring() {
+    let mut report = probe();
+    report.uring = Ok(UringFeatures {
+        ext_arg: true,
+        accept: true,
+        connect: true,
+        send: true,
+        sendmsg: true,
+        recv: true,
+        poll_add: true,
+        async_cancel: true,
+        ..UringFeatures::default()
+    });
+    report.full_ring = Err(libc::ENOMEM);
+    report.self_test = Some(Err(
+        "io_uring self-test failed at \"tcp connect\": Bad file descriptor (os error 9)".into(),
+    ));
+    let shown = report.to_string();
+    assert!(
+        shown.contains("4096-entry ring does not set up (ENOMEM)")
+            && shown.contains("LimitMEMLOCK"),
+        "{shown}"
+    );
+    assert!(
+        shown.ends_with(
+            "auto would pick: epoll (because io_uring self-test failed at \"tcp connect\": Bad file descriptor (os error 9))"
+        ),
+        "{shown}"
+    );
+    report.self_test = Some(Ok(()));
+    report.full_ring = Ok(());
+    let shown = report.to_string();
+    assert!(
+        shown.contains("self-test through a uring runtime: passed"),
+        "{shown}"
+    );
     assert!(shown.ends_with("auto would pick: uring"), "{shown}");
 }
