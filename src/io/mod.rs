@@ -1,6 +1,6 @@
 //! THE SEAM: owned-buffer streams, listeners, connect, spawn and timers over two drivers.
 //!
-//! - `uring`: completion-based io_uring through compio (see `uring.rs`, `kernel-notes.md`).
+//! - `uring`: completion-based io_uring through compio (see `uring/`, `kernel-notes.md`).
 //! - `epoll`: readiness-based tokio `current_thread`, one runtime per shard (see `epoll.rs`).
 //!
 //! Everything above this module is driver-agnostic: it sees [`Stream`], [`Listener`],
