@@ -182,6 +182,12 @@ async fn exchange(
     let resp = loop {
         if !buf.is_empty() {
             match http::parse_response_head(&mut buf, &mut scanner, limits, Method::Get) {
+                // RFC 9110 §15.2.2: a 101 switches the connection to another protocol; a call
+                // never asks for one, so it fails the call (never skipped as an interim head).
+                // A body in a coding ringway does not decode cannot be embedded either.
+                Ok(Status::Complete(r)) if r.status() == 101 || r.has_transfer_coding() => {
+                    return Err(ExchangeError::BadResponse);
+                }
                 Ok(Status::Complete(r)) if r.is_informational() => {
                     interim += 1;
                     if interim > MAX_INTERIM_HEADS {
