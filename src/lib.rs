@@ -15,6 +15,7 @@ pub mod fanout;
 pub mod gateway;
 pub mod http;
 pub mod io;
+pub mod json;
 pub mod metrics;
 pub mod proxy;
 pub mod respond;

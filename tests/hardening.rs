@@ -334,3 +334,30 @@ both_drivers!(fanout_call_fails_on_101_and_on_codings, |driver| {
         assert_eq!(r.status, 502, "{name} on a required call: {}", r.text());
     }
 });
+
+both_drivers!(fanout_json_with_invalid_utf8_fails_the_call, |driver| {
+    const BAD: &[u8] =
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 9\r\n\r\n{\"s\":\"\xff\"}";
+    // Valid JSON in many chunks, one UTF-8 sequence cut across two of them: embedded as is.
+    const GOOD: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n3\r\n{\"s\r\n3\r\n\":\"\r\n2\r\nx\xc3\r\n3\r\n\xa9\"}\r\n0\r\n\r\n";
+    let backend = answering(BAD);
+    let gw = fanout_to(driver, &backend.addr.to_string(), false);
+    let r = Client::connect(gw.addr).get("/page");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.text(), "{\"a\":null}", "invalid UTF-8 must fail the call");
+    assert_eq!(r.header("ringway-partial"), Some("a"));
+    let gw = fanout_to(driver, &backend.addr.to_string(), true);
+    assert_eq!(Client::connect(gw.addr).get("/page").status, 502);
+
+    let backend = answering(GOOD);
+    let gw = fanout_to(driver, &backend.addr.to_string(), false);
+    let r = Client::connect(gw.addr).get("/page");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.body,
+        "{\"a\":{\"s\":\"x\u{e9}\"}}".as_bytes(),
+        "{}",
+        r.text()
+    );
+    assert_eq!(r.header("ringway-partial"), None);
+});
