@@ -19,6 +19,7 @@ pub mod fanout;
 pub mod gateway;
 pub mod http;
 pub mod io;
+pub mod json;
 pub mod local;
 pub mod metrics;
 pub mod proxy;

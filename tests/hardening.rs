@@ -306,3 +306,60 @@ both_drivers!(connect_is_not_supported, |driver| {
     }
     assert_eq!(backend.requests(), 1);
 });
+
+/// A gateway (1 shard) with a fan-out route on `/page` calling `a` (optional) on `backend`.
+fn fanout_to(driver: &str, backend: &str, required: bool) -> Gateway {
+    let (mut cfg, addr, admin) = preamble(driver, 1);
+    cfg.push_str(&format!(
+        "[[upstream]]\nname = \"a\"\nendpoints = [\"{backend}\"]\n\n\
+         [[route]]\npath_prefix = \"/page\"\n[route.fanout]\ntimeout = \"2s\"\n\
+         [[route.fanout.call]]\nname = \"a\"\nupstream = \"a\"\npath = \"/a\"\nrequired = {required}\n"
+    ));
+    Gateway::start(&cfg, addr, admin)
+}
+
+both_drivers!(fanout_call_fails_on_101_and_on_codings, |driver| {
+    // After a 101 the connection speaks another protocol: what follows is not a response,
+    // however much it looks like one.
+    const SWITCH: &[u8] = b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: x\r\n\r\nHTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}";
+    const CODED: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: gzip, chunked\r\n\r\n4\r\n\x1f\x8b\x08\x00\r\n0\r\n\r\n";
+    for (name, response) in [("101", SWITCH), ("gzip_chunked", CODED)] {
+        let backend = answering(response);
+        let gw = fanout_to(driver, &backend.addr.to_string(), false);
+        let r = Client::connect(gw.addr).get("/page");
+        assert_eq!(r.status, 200, "{name}: {}", r.text());
+        assert_eq!(r.text(), "{\"a\":null}", "{name}: the call must fail");
+        assert_eq!(r.header("ringway-partial"), Some("a"), "{name}");
+
+        let gw = fanout_to(driver, &backend.addr.to_string(), true);
+        let r = Client::connect(gw.addr).get("/page");
+        assert_eq!(r.status, 502, "{name} on a required call: {}", r.text());
+    }
+});
+
+both_drivers!(fanout_json_with_invalid_utf8_fails_the_call, |driver| {
+    const BAD: &[u8] =
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 9\r\n\r\n{\"s\":\"\xff\"}";
+    // Valid JSON in many chunks, one UTF-8 sequence cut across two of them: embedded as is.
+    const GOOD: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n3\r\n{\"s\r\n3\r\n\":\"\r\n2\r\nx\xc3\r\n3\r\n\xa9\"}\r\n0\r\n\r\n";
+    let backend = answering(BAD);
+    let gw = fanout_to(driver, &backend.addr.to_string(), false);
+    let r = Client::connect(gw.addr).get("/page");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.text(), "{\"a\":null}", "invalid UTF-8 must fail the call");
+    assert_eq!(r.header("ringway-partial"), Some("a"));
+    let gw = fanout_to(driver, &backend.addr.to_string(), true);
+    assert_eq!(Client::connect(gw.addr).get("/page").status, 502);
+
+    let backend = answering(GOOD);
+    let gw = fanout_to(driver, &backend.addr.to_string(), false);
+    let r = Client::connect(gw.addr).get("/page");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.body,
+        "{\"a\":{\"s\":\"x\u{e9}\"}}".as_bytes(),
+        "{}",
+        r.text()
+    );
+    assert_eq!(r.header("ringway-partial"), None);
+});

@@ -2,7 +2,6 @@
 //! `Bytes` (no copy but the escaping of non-JSON bodies), the JSON check, the head with
 //! Server-Timing and Ringway-Partial, and the vectored write.
 
-use std::io::Read;
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -12,38 +11,10 @@ use crate::audit;
 use crate::http::{ConnAfter, HeadWriter};
 use crate::io::{self, Stream};
 
-/// Whether `body` is one valid JSON text (RFC 8259), checked without copying or building it.
+/// Whether `body` is one valid JSON text in valid UTF-8 (RFC 8259 §2, §8.1): see
+/// [`crate::json::is_json`] (one pass over the pieces, no copy).
 pub(super) fn is_json(body: &[Bytes]) -> bool {
-    use serde::de::IgnoredAny;
-    match body {
-        [one] => serde_json::from_slice::<IgnoredAny>(one).is_ok(),
-        _ => serde_json::from_reader::<_, IgnoredAny>(Pieces { body, at: 0 }).is_ok(),
-    }
-}
-
-/// `io::Read` over body pieces, for validating a body that arrived in several pieces.
-struct Pieces<'a> {
-    body: &'a [Bytes],
-    at: usize,
-}
-
-impl Read for Pieces<'_> {
-    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        // Bounded by the number of pieces: empty ones are skipped.
-        while let Some((first, rest)) = self.body.split_first() {
-            let left = &first[self.at..];
-            if left.is_empty() {
-                self.body = rest;
-                self.at = 0;
-                continue;
-            }
-            let n = left.len().min(out.len());
-            out[..n].copy_from_slice(&left[..n]);
-            self.at += n;
-            return Ok(n);
-        }
-        Ok(0)
-    }
+    crate::json::is_json(body)
 }
 
 /// The 200 answer: keys interleaved with the values, and the names of the calls that failed.
@@ -207,23 +178,71 @@ async fn write_within(
 /// Encodes `body` as a JSON string literal: the one place a body is copied, because it must be
 /// escaped. Invalid UTF-8 becomes U+FFFD (JSON text is UTF-8, RFC 8259 §8.1).
 pub(super) fn json_string(body: &[Bytes]) -> Bytes {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let joined;
-    let bytes: &[u8] = match body {
-        [] => &[],
-        [one] => one,
-        _ => {
-            joined = body.concat();
-            &joined
-        }
-    };
-    let text = String::from_utf8_lossy(bytes);
-    let mut out = BytesMut::with_capacity(text.len() + text.len() / 8 + 2);
+    let len: usize = body.iter().map(Bytes::len).sum();
+    let mut out = BytesMut::with_capacity(len + len / 8 + 2);
     out.put_u8(b'"');
-    let mut run = 0;
+    // Piece by piece, no concatenated copy: a UTF-8 sequence cut by a piece boundary is carried
+    // over (at most 4 bytes), taking only continuation bytes from the next piece, so the result
+    // is the lossy decoding of the whole body.
+    let mut carry = [0u8; 4];
+    let mut held = 0;
+    for piece in body {
+        let mut p = &piece[..];
+        if held > 0 {
+            let need = match carry[0] {
+                0xc0..=0xdf => 2,
+                0xe0..=0xef => 3,
+                _ => 4,
+            };
+            while held < need && p.first().is_some_and(|&b| (0x80..0xc0).contains(&b)) {
+                carry[held] = p[0];
+                held += 1;
+                p = &p[1..];
+            }
+            if held < need && p.is_empty() {
+                continue;
+            }
+            escape_into(&mut out, &String::from_utf8_lossy(&carry[..held]));
+            held = 0;
+        }
+        loop {
+            match std::str::from_utf8(p) {
+                Ok(text) => {
+                    escape_into(&mut out, text);
+                    break;
+                }
+                Err(e) => {
+                    let (valid, rest) = p.split_at(e.valid_up_to());
+                    // `valid` was checked by from_utf8 just above.
+                    escape_into(&mut out, std::str::from_utf8(valid).unwrap_or_default());
+                    match e.error_len() {
+                        Some(n) => {
+                            escape_into(&mut out, "\u{fffd}");
+                            p = &rest[n..];
+                        }
+                        None => {
+                            carry[..rest.len()].copy_from_slice(rest);
+                            held = rest.len();
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if held > 0 {
+        escape_into(&mut out, &String::from_utf8_lossy(&carry[..held]));
+    }
+    out.put_u8(b'"');
+    out.freeze()
+}
+
+/// Appends `text` JSON-escaped (RFC 8259 §7): runs of plain bytes are copied at once; only `"`,
+/// `\` and control characters are escaped.
+fn escape_into(out: &mut BytesMut, text: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let t = text.as_bytes();
-    // Copies runs of plain bytes at once; only `"`, `\` and control characters are escaped
-    // (RFC 8259 §7). Bytes >= 0x80 are UTF-8 sequences, valid after the lossy decode.
+    let mut run = 0;
     for (i, &b) in t.iter().enumerate() {
         let esc: Option<&[u8]> = match b {
             b'"' => Some(b"\\\""),
@@ -247,6 +266,4 @@ pub(super) fn json_string(body: &[Bytes]) -> Bytes {
         }
     }
     out.put_slice(&t[run..]);
-    out.put_u8(b'"');
-    out.freeze()
 }

@@ -97,6 +97,12 @@ async fn exchange(
         .read_head(&mut buf, Method::Get, limits, None, call_interim)
         .await?;
     let (Head::Final(resp) | Head::Interim(resp)) = head;
+    if resp.has_transfer_coding() {
+        // A body in a coding ringway does not decode (gzip, …) cannot be embedded.
+        return Err(Error::bad_response(http::HttpError::upstream(
+            http::ErrorKind::CodingNotDeliverable,
+        )));
+    }
     let mut decoder = BodyDecoder::for_response(resp.framing()).with_limit(MAX_CALL_BODY);
     let mut body = Vec::new();
     // Bounded: each turn reads at least one byte, and the decoder refuses more than

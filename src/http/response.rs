@@ -147,6 +147,18 @@ impl ResponseHead {
         (100..200).contains(&self.status)
     }
 
+    /// Whether the body carries a transfer coding other than chunked (`gzip, chunked`, an
+    /// until-close `gzip`): ringway does not decode those, so the bytes may only go where a
+    /// Transfer-Encoding field still names them (see
+    /// [`check_codings_deliverable`](super::check_codings_deliverable)).
+    pub fn has_transfer_coding(&self) -> bool {
+        self.framing != BodyFraming::Empty
+            && self
+                .facts
+                .transfer_encoding
+                .is_some_and(|t| !t.only_chunked())
+    }
+
     /// What to do with this head if it is a 1xx (RFC 9110 §15.2): a proxy forwards 1xx
     /// responses, except to HTTP/1.0 clients and except those it asked for itself; 101 is valid
     /// only after an Upgrade the client asked for (RFC 9110 §15.2.2).

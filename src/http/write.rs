@@ -482,11 +482,7 @@ pub fn check_codings_deliverable(
     head: &ResponseHead,
     client_version: Version,
 ) -> Result<(), super::HttpError> {
-    let coded = head
-        .facts
-        .transfer_encoding
-        .is_some_and(|t| !t.only_chunked());
-    if client_version == Version::Http10 && coded && head.framing() != BodyFraming::Empty {
+    if client_version == Version::Http10 && head.has_transfer_coding() {
         return Err(super::HttpError::upstream(
             super::ErrorKind::CodingNotDeliverable,
         ));

@@ -376,3 +376,46 @@ crate::both_drivers!(
     switching_protocols_fails_the_call,
     switching_protocols_fails_the_call
 );
+
+/// The escaping of the old implementation (concatenate, decode lossily, escape): the reference
+/// for the piece-by-piece one.
+fn json_string_concatenated(body: &[Bytes]) -> Vec<u8> {
+    let text = String::from_utf8_lossy(&body.concat()).into_owned();
+    serde_json::to_vec(&text).unwrap()
+}
+
+proptest::proptest! {
+    /// Any bytes cut into any pieces escape to the same JSON string as the whole body decoded
+    /// at once; and the result is valid JSON.
+    #[test]
+    fn json_string_over_pieces_is_the_whole_decoded(
+        bytes in proptest::collection::vec(
+            proptest::prop_oneof![
+                proptest::prelude::any::<u8>(),
+                proptest::prelude::Just(0xe2u8),
+                proptest::prelude::Just(0x82u8),
+                proptest::prelude::Just(0xacu8),
+                proptest::prelude::Just(0xf0u8),
+                proptest::prelude::Just(0x9fu8),
+                proptest::prelude::Just(b'"'),
+            ],
+            0..40,
+        ),
+        cuts in proptest::collection::vec(0usize..41, 0..5),
+    ) {
+        let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(bytes.len())).collect();
+        cuts.sort_unstable();
+        let mut pieces = Vec::new();
+        let mut at = 0;
+        for c in cuts {
+            pieces.push(Bytes::copy_from_slice(&bytes[at..c]));
+            at = c;
+        }
+        pieces.push(Bytes::copy_from_slice(&bytes[at..]));
+        let ours = json_string(&pieces);
+        let want: String = serde_json::from_slice(&json_string_concatenated(&pieces)).unwrap();
+        let got: String = serde_json::from_slice(&ours)
+            .unwrap_or_else(|e| panic!("not a JSON string ({e}): {:?}", String::from_utf8_lossy(&ours)));
+        proptest::prop_assert_eq!(got, want);
+    }
+}
