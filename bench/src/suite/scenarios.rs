@@ -64,7 +64,7 @@ const BASE: Scenario = Scenario {
 };
 
 /// Every scenario, in report order.
-pub const ALL: [Scenario; 9] = [
+pub const ALL: [Scenario; 10] = [
     Scenario {
         name: "hello",
         path: "/hello",
@@ -96,6 +96,15 @@ pub const ALL: [Scenario; 9] = [
         name: "fanout-4",
         fanout: true,
         path: "/page",
+        ..BASE
+    },
+    // Fan-out of 64 KiB JSON bodies: the answer's JSON check and escaping scale with body size
+    // (issue 16 §3: a byte-at-a-time validator was a cliff here), so this cell keeps it seen.
+    Scenario {
+        name: "fanout-64k",
+        fanout: true,
+        path: "/page",
+        body_size: 64 * 1024,
         ..BASE
     },
     Scenario {
