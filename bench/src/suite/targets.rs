@@ -710,9 +710,11 @@ mod tests {
             dir: dir.path(),
             ..s
         };
-        if let Some(nginx) = &tools.nginx {
-            let conf = dir.path().join("nginx.conf");
-            std::fs::write(&conf, nginx_config("127.0.0.1:8080", dir.path(), &s)).expect("write");
+        // `nginx -t` of one generated config, named `file` in the temp dir.
+        let nginx_t = |nginx: &std::path::Path, file: &str, setup: &TargetSetup| {
+            let conf = dir.path().join(file);
+            std::fs::write(&conf, nginx_config("127.0.0.1:8080", dir.path(), setup))
+                .expect("write");
             let out = Command::new(nginx)
                 .arg("-t")
                 .arg("-p")
@@ -723,9 +725,12 @@ mod tests {
                 .expect("nginx -t");
             assert!(
                 out.status.success(),
-                "nginx -t: {}",
+                "nginx -t ({file}): {}",
                 String::from_utf8_lossy(&out.stderr)
             );
+        };
+        if let Some(nginx) = &tools.nginx {
+            nginx_t(nginx, "nginx.conf", &s);
         }
         // The proxy config too (buffers, temp-file limit, upstream keepalive), with a backend.
         if let Some(nginx) = &tools.nginx {
@@ -736,21 +741,7 @@ mod tests {
                 backends: &be,
                 ..s
             };
-            let conf = dir.path().join("nginx-proxy.conf");
-            std::fs::write(&conf, nginx_config("127.0.0.1:8080", dir.path(), &p)).expect("write");
-            let out = Command::new(nginx)
-                .arg("-t")
-                .arg("-p")
-                .arg(dir.path())
-                .arg("-c")
-                .arg(&conf)
-                .output()
-                .expect("nginx -t");
-            assert!(
-                out.status.success(),
-                "nginx -t (proxy): {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            nginx_t(nginx, "nginx-proxy.conf", &p);
         }
         if let Some(haproxy) = &tools.haproxy {
             let conf = dir.path().join("haproxy.cfg");
