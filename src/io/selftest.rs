@@ -99,14 +99,7 @@ pub async fn run(multishot: bool) -> Result<(), SelfTestFailure> {
 /// # Errors
 /// The ring could not be set up, or the step that failed; as text for the report.
 pub fn run_on_new_ring(features: &super::probe::UringFeatures) -> Result<(), String> {
-    let opts = super::UringOptions {
-        coop_taskrun: features.coop_taskrun && features.taskrun_flag,
-        single_issuer: features.single_issuer,
-        defer_taskrun: features.defer_taskrun,
-        multishot_accept: features.multishot_accept,
-        buffer_ring: features.buffer_ring,
-        ..super::UringOptions::default()
-    };
+    let opts = super::UringOptions::default().limited_to(Some(features));
     let rt = super::Runtime::new(super::Driver::Uring, &opts).map_err(|e| e.to_string())?;
     rt.block_on(run(opts.multishot_accept))
         .map_err(|f| f.to_string())

@@ -124,19 +124,19 @@ pub fn start(
         Driver::Uring => crate::io::probe::uring_features().ok(),
         Driver::Epoll => None,
     };
-    let has = |f: fn(&crate::io::probe::UringFeatures) -> bool| feats.as_ref().is_some_and(f);
     let uring_opts = UringOptions {
-        coop_taskrun: config.io_uring.coop_taskrun && has(|f| f.coop_taskrun && f.taskrun_flag),
-        single_issuer: config.io_uring.single_issuer && has(|f| f.single_issuer),
-        defer_taskrun: config.io_uring.defer_taskrun && has(|f| f.defer_taskrun),
-        multishot_accept: config.io_uring.multishot_accept && has(|f| f.multishot_accept),
-        buffer_ring: config.io_uring.buffer_ring && has(|f| f.buffer_ring),
+        coop_taskrun: config.io_uring.coop_taskrun,
+        single_issuer: config.io_uring.single_issuer,
+        defer_taskrun: config.io_uring.defer_taskrun,
+        multishot_accept: config.io_uring.multishot_accept,
+        buffer_ring: config.io_uring.buffer_ring,
         buffer_ring_entries: config.io_uring.buffer_ring_entries,
         pool_peek: config.io_uring.pool_peek,
         // Opt-in and not probed: the kernel's answer at ring setup is the authority.
         sqpoll: config.io_uring.sqpoll,
         ..UringOptions::default()
-    };
+    }
+    .limited_to(feats.as_ref());
     if driver == Driver::Uring {
         tracing::info!(
             coop_taskrun = uring_opts.coop_taskrun,

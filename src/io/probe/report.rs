@@ -38,13 +38,15 @@ pub fn probe() -> ProbeReport {
         uring: uring_features(),
         io_uring_disabled_sysctl: io_uring_disabled_sysctl(),
         memlock_limit: memlock_limit(),
-        full_ring: super::ring_fits(FULL_RING),
+        full_ring: super::ring_fits(full_ring()),
         self_test: None,
     }
 }
 
-/// The uring driver's ring size before any shrinking (`UringOptions::default().capacity`).
-const FULL_RING: u32 = 4096;
+/// The uring driver's ring size before any shrinking.
+fn full_ring() -> u32 {
+    crate::io::UringOptions::default().capacity
+}
 
 /// One row of the feature table: name, first mainline kernel, what ringway does with it.
 struct FeatureRow {
@@ -121,13 +123,15 @@ impl fmt::Display for ProbeReport {
         match self.full_ring {
             Ok(()) => writeln!(
                 f,
-                "RLIMIT_MEMLOCK: {limit}; a {FULL_RING}-entry ring (the driver's size) sets up under it"
+                "RLIMIT_MEMLOCK: {limit}; a {}-entry ring (the driver's size) sets up under it",
+                full_ring()
             )?,
             Err(errno) => writeln!(
                 f,
-                "RLIMIT_MEMLOCK: {limit}; a {FULL_RING}-entry ring does not set up ({}): the driver \
+                "RLIMIT_MEMLOCK: {limit}; a {}-entry ring does not set up ({}): the driver \
                  shrinks its ring to fit, down to 64 entries; raise the limit for full size \
                  (systemd LimitMEMLOCK=, ulimit -l)",
+                full_ring(),
                 super::errno_name(errno)
             )?,
         }

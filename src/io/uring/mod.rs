@@ -73,6 +73,22 @@ pub fn buffer_ring_exhausted() -> u64 {
     RING_EXHAUSTED.get()
 }
 
+impl UringOptions {
+    /// These options with every feature `kernel` lacks turned off (no probe: all off), so the
+    /// ring asks `io_uring_setup` only for flags the kernel really accepted in the probe.
+    pub fn limited_to(self, kernel: Option<&super::probe::UringFeatures>) -> UringOptions {
+        let has = |f: fn(&super::probe::UringFeatures) -> bool| kernel.is_some_and(f);
+        UringOptions {
+            coop_taskrun: self.coop_taskrun && has(|f| f.coop_taskrun && f.taskrun_flag),
+            single_issuer: self.single_issuer && has(|f| f.single_issuer),
+            defer_taskrun: self.defer_taskrun && has(|f| f.defer_taskrun),
+            multishot_accept: self.multishot_accept && has(|f| f.multishot_accept),
+            buffer_ring: self.buffer_ring && has(|f| f.buffer_ring),
+            ..self
+        }
+    }
+}
+
 impl Default for UringOptions {
     fn default() -> Self {
         UringOptions {
