@@ -351,12 +351,15 @@ pub fn write_subrequest_head(
     forward: impl Fn(&[u8]) -> bool,
 ) {
     let (bytes, ranges) = (head.as_bytes(), head.ranges());
+    let f = &head.facts;
+    // Without a Connection field nothing is named in one: skip the rescan of every field.
+    let has_connection = f.conn_close || f.conn_keep_alive || f.conn_upgrade || f.conn_other;
     let mut w = HeadWriter::new(out);
     w.request_line(b"GET", path, head.query());
     w.header(b"Host", host);
     for r in ranges {
         let (name, value) = (r.name.get(bytes), r.value.get(bytes));
-        if forward(name) && !connection_lists(bytes, ranges, name) {
+        if forward(name) && !(has_connection && connection_lists(bytes, ranges, name)) {
             w.header(name, value);
         }
     }
