@@ -106,6 +106,8 @@ fn text() -> impl Strategy<Value = Vec<u8>> {
             .prop_filter("finite", |f| f.is_finite())
             .prop_map(|f| format!("{f:e}").into_bytes()),
         "[a-z \\\\\"\u{e9}\u{1f600}]{0,6}".prop_map(|s| serde_json::to_vec(&s).unwrap()),
+        // Long enough for the eight-byte string scan, with rare bytes that stop it.
+        "[a-z\u{e9}\u{800}\u{1f600}\\\\\"\t]{8,40}".prop_map(|s| serde_json::to_vec(&s).unwrap()),
     ];
     let value = leaf.prop_recursive(4, 32, 4, |inner| {
         prop_oneof![
@@ -172,5 +174,25 @@ proptest! {
         let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c % (t.len() + 1)).collect();
         cuts.sort_unstable();
         prop_assert_eq!(is_json(&pieces(&t, &cuts)), want, "{:?}", String::from_utf8_lossy(&t));
+    }
+}
+
+proptest! {
+    #[test]
+    fn string_run_finds_the_first_stop_byte(
+        s in proptest::collection::vec(prop_oneof![
+            4 => 0x20u8..0x7f,
+            1 => Just(b'"'),
+            1 => Just(b'\\'),
+            1 => 0u8..0x20,
+            1 => 0x80u8..=0xff,
+        ], 0..40),
+        non_ascii: bool,
+    ) {
+        let want = s
+            .iter()
+            .position(|&b| b == b'"' || b == b'\\' || b < 0x20 || (non_ascii && b >= 0x80))
+            .unwrap_or(s.len());
+        prop_assert_eq!(string_run(&s, non_ascii), want);
     }
 }

@@ -237,33 +237,29 @@ pub(super) fn json_string(body: &[Bytes]) -> Bytes {
     out.freeze()
 }
 
-/// Appends `text` JSON-escaped (RFC 8259 §7): runs of plain bytes are copied at once; only `"`,
-/// `\` and control characters are escaped.
+/// Appends `text` JSON-escaped (RFC 8259 §7): runs of plain bytes are found eight at a time
+/// ([`crate::json::string_run`]) and copied at once; only `"`, `\` and control characters are
+/// escaped.
 fn escape_into(out: &mut BytesMut, text: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let t = text.as_bytes();
-    let mut run = 0;
-    for (i, &b) in t.iter().enumerate() {
-        let esc: Option<&[u8]> = match b {
-            b'"' => Some(b"\\\""),
-            b'\\' => Some(b"\\\\"),
-            b'\n' => Some(b"\\n"),
-            b'\r' => Some(b"\\r"),
-            b'\t' => Some(b"\\t"),
-            0..0x20 => Some(b""),
-            _ => None,
-        };
-        if let Some(esc) = esc {
-            out.put_slice(&t[run..i]);
-            run = i + 1;
-            if esc.is_empty() {
+    let mut t = text.as_bytes();
+    // Bounded: each turn consumes the run and the byte after it.
+    loop {
+        let run = crate::json::string_run(t, false);
+        out.put_slice(&t[..run]);
+        let Some(&b) = t.get(run) else { return };
+        match b {
+            b'"' => out.put_slice(b"\\\""),
+            b'\\' => out.put_slice(b"\\\\"),
+            b'\n' => out.put_slice(b"\\n"),
+            b'\r' => out.put_slice(b"\\r"),
+            b'\t' => out.put_slice(b"\\t"),
+            _ => {
                 out.put_slice(b"\\u00");
                 out.put_u8(HEX[usize::from(b >> 4)]);
                 out.put_u8(HEX[usize::from(b & 0xf)]);
-            } else {
-                out.put_slice(esc);
             }
         }
+        t = &t[run + 1..];
     }
-    out.put_slice(&t[run..]);
 }

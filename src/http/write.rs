@@ -151,6 +151,24 @@ pub fn put_u64(out: &mut BytesMut, mut n: u64) {
     out.put_slice(&digits[i..]);
 }
 
+/// Writes `ip` as text. IPv4, the common case, digit by digit: `write!` through `Display` cost
+/// about 700 instructions per address, and every proxied request and fan-out call writes one.
+pub fn put_ip(out: &mut BytesMut, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, c, d] = v4.octets();
+            put_u64(out, a.into());
+            for o in [b, c, d] {
+                out.put_u8(b'.');
+                put_u64(out, o.into());
+            }
+        }
+        IpAddr::V6(_) => {
+            let _ = write!(out, "{ip}");
+        }
+    }
+}
+
 /// The reason phrase ringway sends for its own statuses: RFC 9110 §15's for every status it
 /// defines, `Unknown` otherwise (the phrase is informational only, RFC 9112 §4).
 pub fn reason_phrase(status: u16) -> &'static str {
@@ -330,7 +348,7 @@ fn forwarding_fields(
     let (bytes, ranges) = (head.as_bytes(), head.ranges());
     w.start_field(names.xff);
     join_values(w, bytes, ranges, b"x-forwarded-for");
-    let _ = write!(w.out, "{client_ip}");
+    put_ip(w.out, client_ip);
     w.end_field().header(names.proto, proto.as_bytes());
     write_via(w, names.via, bytes, ranges, head.version());
 }

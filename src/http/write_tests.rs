@@ -472,3 +472,22 @@ fn coded_body_not_deliverable_to_http10_rfc9112_6_1() {
         }
     }
 }
+
+#[test]
+fn put_ip_writes_what_display_writes() {
+    for ip in [
+        "0.0.0.0",
+        "127.0.0.1",
+        "10.20.30.40",
+        "255.255.255.255",
+        "192.168.0.9",
+        "::1",
+        "2001:db8::8a2e:370:7334",
+        "::ffff:10.0.0.1",
+    ] {
+        let ip: IpAddr = ip.parse().unwrap();
+        let mut out = BytesMut::new();
+        put_ip(&mut out, ip);
+        assert_eq!(&out[..], ip.to_string().as_bytes());
+    }
+}
