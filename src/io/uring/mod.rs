@@ -1,17 +1,20 @@
-//! The io_uring driver: compio's proactor, one ring per shard.
+//! The io_uring driver: ringway's own, on the `io-uring` crate, one ring per shard.
+//!
+//! - `ring.rs`: the ring, the operation slab (`user_data` = slab index), submission, the wait
+//!   (a TIMEOUT SQE, no EXT_ARG), completion dispatch, and the rule that an operation's buffers
+//!   and socket outlive a dropped future until the kernel's final completion;
+//! - `exec.rs`: the task executor (a slab of tasks, integer wakers, a FIFO run queue);
+//! - `bufring.rs`: the provided-buffer ring idle reads select from;
+//! - `stream.rs`: streams, listeners and their operations.
 //!
 //! Ring setup flags are asked for where the kernel has them and dropped one by one where it does
 //! not (DEFER_TASKRUN 6.1, SINGLE_ISSUER 6.0, COOP_TASKRUN/TASKRUN_FLAG 5.19), so the same binary
-//! runs from 5.10 up. compio cancels an operation whose future is dropped; the buffer stays owned
-//! by the driver until the kernel's completion arrives, so a cancelled read can never write into
-//! freed memory.
+//! runs from 5.10 up. All of the driver's `unsafe` is in this directory.
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::io;
 use std::time::Duration;
-
-use compio::driver::ProactorBuilder;
 
 use super::timer::{TimerKey, Wheel};
 
@@ -44,7 +47,7 @@ pub struct UringOptions {
 }
 
 /// The smallest ring [`Runtime::new`] shrinks to under a tight RLIMIT_MEMLOCK: a shard keeps a
-/// few operations in flight per connection, and compio submits early when the queue is full, so
+/// few operations in flight per connection, and the driver submits early when the queue is full, so
 /// a small ring costs extra `io_uring_enter` calls, not correctness.
 pub const MIN_RING_ENTRIES: u32 = 64;
 
@@ -108,11 +111,17 @@ impl Default for UringOptions {
     }
 }
 
-/// One shard's compio runtime.
+/// One shard's ring and executor. Both live in thread-locals (the ring in `ring.rs`, the tasks
+/// in `exec.rs`); this value owns them: dropping it drops every task, waits for the operations
+/// they leave in flight, and closes the ring.
 pub struct Runtime {
-    /// Taken out and dropped if the shard's future panics (see [`Runtime::block_on`]).
-    rt: RefCell<Option<compio::runtime::Runtime>>,
+    /// Thread-bound (the ring and tasks are this thread's).
+    _not_send: std::marker::PhantomData<std::rc::Rc<()>>,
 }
+
+/// Woken tasks polled per loop turn before completions are reaped again: a busy shard still
+/// submits and reaps regularly.
+const TASK_BUDGET: usize = 256;
 
 impl Runtime {
     /// Sets up the ring with the best flags this kernel accepts, at the largest size up to
@@ -166,34 +175,33 @@ impl Runtime {
         ];
         let mut last_err = None;
         for (coop, single, defer) in attempts {
-            let mut pb = ProactorBuilder::new();
-            pb.capacity(capacity)
-                .buffer_pool_size(
-                    std::num::NonZeroU16::new(opts.buffer_ring_entries.max(1)).expect("nonzero"),
-                )
-                .buffer_pool_buffer_len(BUFFER_RING_BUF_LEN)
-                .coop_taskrun(coop)
-                .taskrun_flag(coop)
-                .single_issuer(single)
-                .defer_taskrun(defer);
-            if opts.sqpoll {
-                pb.sqpoll_idle(SQPOLL_IDLE);
+            let mut b = io_uring::IoUring::builder();
+            if coop {
+                b.setup_coop_taskrun().setup_taskrun_flag();
             }
-            match compio::runtime::RuntimeBuilder::new()
-                .with_proactor(pb)
-                .build()
-            {
-                Ok(rt) => {
-                    if !rt.driver_type().is_iouring() {
-                        return Err(io::Error::other(
-                            "compio did not select its io_uring driver; io_uring is unavailable",
-                        ));
-                    }
+            if single {
+                b.setup_single_issuer();
+            }
+            if defer {
+                b.setup_defer_taskrun();
+            }
+            if opts.sqpoll {
+                b.setup_sqpoll(SQPOLL_IDLE.as_millis() as u32);
+            }
+            match b.build(capacity) {
+                Ok(uring) => {
                     tracing::debug!(coop, single, defer, capacity, "io_uring ring set up");
-                    BUFFER_RING.set(opts.buffer_ring && register_buffer_ring(&rt));
+                    let mut r = ring::Ring::new(uring);
+                    r.bufs = if opts.buffer_ring {
+                        register_buffer_ring(&r, opts.buffer_ring_entries)
+                    } else {
+                        None
+                    };
+                    BUFFER_RING.set(r.bufs.is_some());
                     POOL_PEEK.set(opts.pool_peek);
+                    ring::install(r)?;
                     return Ok(Runtime {
-                        rt: RefCell::new(Some(rt)),
+                        _not_send: std::marker::PhantomData,
                     });
                 }
                 Err(e) if e.raw_os_error() == Some(libc::EINVAL) => last_err = Some(e),
@@ -203,61 +211,63 @@ impl Runtime {
         Err(last_err.unwrap_or_else(|| io::Error::other("no ring setup attempted")))
     }
 
-    /// compio's own `block_on` loop, plus ringway's timer wheel: every wait is bounded by the
-    /// wheel's next deadline as well as compio's, and due timers fire after each wait.
+    /// Runs `fut` on this thread's ring: poll what was woken, submit and wait, reap the
+    /// completions (waking their tasks), fire due timers; again until `fut` is ready.
     ///
     /// # Panics
-    /// A panic in `fut` or a task is passed on, after the runtime (and with it every task and
-    /// its sockets) is dropped outside the unwind: compio drops no task future while the thread
-    /// is panicking, so connections would otherwise be leaked open.
+    /// A panic in `fut` or a task is passed on, after every task (and with it its sockets) was
+    /// dropped and the ring closed: connections must not be leaked open by a dead shard.
     pub fn block_on<F: Future>(&self, fut: F) -> F::Output {
-        let out = {
-            let guard = self.rt.borrow();
-            let rt = guard
-                .as_ref()
-                .expect("the runtime is only taken after a panic");
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_loop(rt, fut)))
-        };
-        match out {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_loop(fut))) {
             Ok(out) => out,
             Err(panic) => {
-                drop(self.rt.borrow_mut().take());
+                shutdown();
                 std::panic::resume_unwind(panic)
             }
         }
     }
 }
 
-/// compio's `block_on` loop with the timer wheel added (see [`Runtime::block_on`]).
-fn run_loop<F: Future>(rt: &compio::runtime::Runtime, fut: F) -> F::Output {
-    rt.enter(|| {
-        let waker = rt.waker();
-        let mut cx = std::task::Context::from_waker(&waker);
-        let mut fut = std::pin::pin!(fut);
-        let mut due = Vec::new();
-        // Bounded by the future: the shard's main future ends when it drains.
-        loop {
-            if let std::task::Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
-                rt.run();
-                return out;
-            }
-            let more_tasks = rt.run();
-            let wait = if more_tasks {
-                Some(Duration::ZERO)
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        shutdown();
+    }
+}
+
+/// Drops every task, waits for their operations' final completions, closes the ring.
+fn shutdown() {
+    exec::drop_all_tasks();
+    ring::uninstall();
+}
+
+/// The loop of [`Runtime::block_on`].
+fn run_loop<F: Future>(fut: F) -> F::Output {
+    let mut fut = std::pin::pin!(fut);
+    let mut due = Vec::new();
+    let mut first = true;
+    // Bounded by the future: the shard's main future ends when it drains.
+    loop {
+        if let std::task::Poll::Ready(out) = exec::poll_main(fut.as_mut(), first) {
+            return out;
+        }
+        first = false;
+        let more = exec::run_tasks(TASK_BUDGET);
+        let res = ring::with_ring(|r| {
+            let res = if more || exec::has_work() {
+                r.submit();
+                Ok(())
             } else {
                 // The clock is read only when a timer is armed.
-                let wheel = TIMERS
-                    .with_borrow(Wheel::next_deadline)
-                    .map(|d| d.saturating_duration_since(std::time::Instant::now()));
-                match (wheel, rt.current_timeout()) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                }
+                r.wait(TIMERS.with_borrow(Wheel::next_deadline))
             };
-            rt.poll_with(wait);
-            fire_due_timers(&mut due);
+            r.reap();
+            res
+        });
+        if let Err(e) = res {
+            panic!("io_uring wait failed: {e}");
         }
-    })
+        fire_due_timers(&mut due);
+    }
 }
 
 thread_local! {
@@ -275,16 +285,16 @@ fn fire_due_timers(due: &mut Vec<std::task::Waker>) {
     due.drain(..).for_each(std::task::Waker::wake);
 }
 
-/// Registers the shard's provided-buffer ring (compio sets it up on first use; doing it here
-/// turns a kernel refusal into one log line at start instead of an error on a client read).
-fn register_buffer_ring(rt: &compio::runtime::Runtime) -> bool {
-    match rt.buffer_pool() {
-        Ok(_) => true,
+/// Registers the shard's provided-buffer ring; a kernel refusal is one log line at start instead
+/// of an error on a client read.
+fn register_buffer_ring(r: &ring::Ring, entries: u16) -> Option<bufring::BufRing> {
+    match bufring::BufRing::register(r.uring(), entries, BUFFER_RING_BUF_LEN) {
+        Ok(b) => Some(b),
         Err(e) => {
             tracing::warn!(
                 "io_uring buffer ring unavailable ({e}); idle reads use ordinary buffers"
             );
-            false
+            None
         }
     }
 }
@@ -306,9 +316,7 @@ fn uring_error(e: io::Error) -> io::Error {
     io::Error::new(e.kind(), format!("io_uring setup failed: {e}: {cause}"))
 }
 
-pub fn spawn<F: Future<Output = ()> + 'static>(fut: F) {
-    compio::runtime::spawn(fut).detach();
-}
+pub use exec::spawn;
 
 pub fn sleep_until(deadline: std::time::Instant) -> Sleep {
     Sleep {
@@ -353,6 +361,9 @@ impl Drop for Sleep {
     }
 }
 
+mod bufring;
+mod exec;
+mod ring;
 mod stream;
 
 pub use stream::{Incoming, Listener, Stream};

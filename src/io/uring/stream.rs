@@ -1,24 +1,27 @@
 //! Streams and listeners on the ring: connect, owned-buffer reads and writes, the reuse-check
 //! peek, tunnels, accept (multishot where the kernel has it).
+//!
+//! Each operation hands the kernel pointers into memory its [`Op`] owns (a `BytesMut`'s spare
+//! capacity, a `Bytes`, a boxed iovec array) plus a reference to the socket ([`Fd`]); see
+//! `ring.rs` for why that makes a dropped operation safe.
 
 use std::cell::Cell;
+use std::future::poll_fn;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, RawFd};
 use std::path::Path;
+use std::rc::Rc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use compio::BufResult;
-use compio::driver::ToSharedFd;
-use compio::driver::op::{Recv, RecvFlags};
-use compio::io::{AsyncRead, AsyncReadExt, AsyncReadManaged, AsyncWrite, AsyncWriteExt};
-use futures_util::StreamExt;
+use bytes::{Buf, Bytes, BytesMut};
+use io_uring::{cqueue, opcode, squeue, types};
 
-use super::{BUFFER_RING, MAX_IOVECS, RING_EXHAUSTED};
+use super::ring::{Fd, MultiOp, Op, result, with_ring};
+use super::{BUFFER_RING, MAX_IOVECS, RING_EXHAUSTED, bufring};
 
-/// A blocking-mode, close-on-exec stream socket, as compio's own socket op makes it: the ring
-/// does the waiting, so the fd needs no O_NONBLOCK.
+/// A blocking-mode, close-on-exec stream socket: the ring does the waiting, so the fd needs no
+/// O_NONBLOCK (the kernel's io_uring reads and writes never block the thread either way).
 fn new_socket(
     domain: socket2::Domain,
     protocol: Option<socket2::Protocol>,
@@ -27,51 +30,69 @@ fn new_socket(
 }
 
 /// A TCP or Unix stream on the ring.
-pub enum Stream {
-    Tcp(compio::net::TcpStream),
-    Unix(compio::net::UnixStream),
+pub struct Stream {
+    fd: Rc<Fd>,
+    tcp: bool,
+    /// The vectored write's iovec array, kept between writes (no allocation per write).
+    iovecs: Option<Box<IoVecs>>,
+}
+
+/// What a SENDMSG points at: its msghdr and iovecs, boxed so the kernel's pointers stay valid
+/// while the op (and the box) moves.
+struct IoVecs {
+    msg: libc::msghdr,
+    iov: Vec<libc::iovec>,
+    bufs: Vec<Bytes>,
 }
 
 impl Stream {
-    /// Connects over the ring (IORING_OP_CONNECT, 5.5) a socket made by a plain `socket(2)`.
-    ///
-    /// Not compio's `TcpStream::connect`: that creates the socket with IORING_OP_SOCKET (5.19),
-    /// and on older kernels its blocking fallback stores the new fd twice (once in the op's
-    /// `call`, again in `set_result`), so the first owner closes it and every connect fails with
-    /// EBADF. Seen on Debian bullseye's 5.10.262 (issue 15). One syscall per new backend
-    /// connection costs nothing next to the handshake.
+    fn new(fd: RawFd, tcp: bool) -> Stream {
+        Stream {
+            fd: Rc::new(Fd(fd)),
+            tcp,
+            iovecs: None,
+        }
+    }
+
+    fn raw(&self) -> types::Fd {
+        types::Fd(self.fd.0)
+    }
+
+    /// Connects over the ring (IORING_OP_CONNECT, 5.5) a socket made by `socket(2)`.
     pub async fn connect_tcp(addr: SocketAddr) -> io::Result<Stream> {
         let sock = new_socket(
             socket2::Domain::for_address(addr),
             Some(socket2::Protocol::TCP),
         )?;
-        let sock = compio::net::TcpSocket::from_std_stream(std::net::TcpStream::from(sock))?;
-        let s = sock.connect(addr).await?;
-        s.set_nodelay(true)?;
-        Ok(Stream::Tcp(s))
+        sock.set_tcp_nodelay(true)?;
+        let s = Stream::new(sock.into_raw_fd(), true);
+        s.connect(socket2::SockAddr::from(addr)).await?;
+        Ok(s)
     }
 
-    /// Connects a Unix stream socket over the ring; see [`Stream::connect_tcp`] for why the
-    /// socket itself comes from `socket(2)`.
+    /// Connects a Unix stream socket over the ring.
     pub async fn connect_unix(path: &Path) -> io::Result<Stream> {
-        use std::os::fd::{FromRawFd, IntoRawFd};
         let sock = new_socket(socket2::Domain::UNIX, None)?;
-        // SAFETY: `into_raw_fd` hands over sole ownership of a freshly created, open socket fd.
-        let sock = unsafe { compio::net::UnixSocket::from_raw_fd(sock.into_raw_fd()) };
-        sock.connect(path).await.map(Stream::Unix)
+        let s = Stream::new(sock.into_raw_fd(), false);
+        s.connect(socket2::SockAddr::unix(path)?).await?;
+        Ok(s)
+    }
+
+    async fn connect(&self, addr: socket2::SockAddr) -> io::Result<()> {
+        let addr = Box::new(addr);
+        let entry = opcode::Connect::new(self.raw(), addr.as_ptr().cast(), addr.len()).build();
+        // SAFETY: the sockaddr is boxed in the op's data, the fd referenced by it.
+        let (res, _, _) = unsafe { Op::submit(entry, (addr, self.fd.clone())) }.await;
+        result(res).map(drop)
     }
 
     pub fn from_std_unix(s: std::os::unix::net::UnixStream) -> io::Result<Stream> {
-        compio::net::UnixStream::from_std(s).map(Stream::Unix)
+        Ok(Stream::new(s.into_raw_fd(), false))
     }
 
+    /// Reads into the spare capacity of `buf`, after its length.
     pub async fn read(&mut self, buf: BytesMut) -> (io::Result<usize>, BytesMut) {
-        // `append` reads into the spare capacity after `len` and advances `len` by what arrived.
-        let BufResult(res, buf) = match self {
-            Stream::Tcp(s) => s.append(buf).await,
-            Stream::Unix(s) => s.append(buf).await,
-        };
-        (res, buf)
+        read_fd(&self.fd, buf).await
     }
 
     /// Waits for data holding no buffer: the kernel takes one from the shard's provided-buffer
@@ -85,30 +106,41 @@ impl Stream {
         min_cap: usize,
     ) -> (io::Result<usize>, BytesMut) {
         if BUFFER_RING.get() {
-            // len 0: as many bytes as the ring buffer holds.
-            let res = match self {
-                Stream::Tcp(s) => s.read_managed(0).await,
-                Stream::Unix(s) => s.read_managed(0).await,
-            };
-            match res {
-                Ok(Some(b)) if !b.is_empty() => {
-                    buf.reserve(min_cap.max(b.len()));
-                    buf.extend_from_slice(&b);
-                    return (Ok(b.len()), buf);
+            let len = with_ring(|r| r.bufs.as_ref().map_or(0, bufring::BufRing::buf_len));
+            let entry = opcode::Recv::new(self.raw(), std::ptr::null_mut(), len as u32)
+                .buf_group(bufring::GROUP)
+                .build()
+                .flags(squeue::Flags::BUFFER_SELECT);
+            // SAFETY: no buffer pointer: the kernel picks a ring buffer, which the ring owns.
+            let (res, flags, _) = unsafe { Op::submit(entry, self.fd.clone()) }.await;
+            let bid = cqueue::buffer_select(flags);
+            match (res, bid) {
+                (n, Some(bid)) if n > 0 => {
+                    let n = n as usize;
+                    buf.reserve(min_cap.max(n));
+                    with_ring(|r| {
+                        let bufs = r.bufs.as_mut().expect("a ring buffer was selected");
+                        buf.extend_from_slice(bufs.bytes(bid, n));
+                        bufs.give_back(bid);
+                    });
+                    return (Ok(n), buf);
                 }
-                Ok(_) => return (Ok(0), buf),
-                // compio maps ENOBUFS (every ring buffer in use) to ResourceBusy.
-                Err(e) if e.kind() == io::ErrorKind::ResourceBusy => {
+                (n, bid) if n >= 0 => {
+                    if let Some(bid) = bid {
+                        with_ring(|r| r.bufs.as_mut().map(|b| b.give_back(bid)));
+                    }
+                    return (Ok(0), buf);
+                }
+                (e, _) if -e == libc::ENOBUFS => {
                     RING_EXHAUSTED.set(RING_EXHAUSTED.get() + 1);
                 }
-                Err(e) => return (Err(e), buf),
+                (e, _) => return (Err(io::Error::from_raw_os_error(-e)), buf),
             }
         }
-        let ready = match self {
-            Stream::Tcp(s) => s.to_poll_fd(),
-            Stream::Unix(s) => s.to_poll_fd(),
-        };
-        if let Err(e) = async { ready?.read_ready().await }.await {
+        let entry = opcode::PollAdd::new(self.raw(), libc::POLLIN as u32).build();
+        // SAFETY: POLL_ADD names only the fd, which the op's data keeps open.
+        let (res, _, _) = unsafe { Op::submit(entry, self.fd.clone()) }.await;
+        if let Err(e) = result(res) {
             return (Err(e), buf);
         }
         if buf.capacity() - buf.len() < min_cap {
@@ -118,28 +150,62 @@ impl Stream {
     }
 
     pub async fn write_all(&mut self, buf: Bytes) -> io::Result<()> {
-        let BufResult(res, _) = match self {
-            Stream::Tcp(s) => s.write_all(buf).await,
-            Stream::Unix(s) => s.write_all(buf).await,
-        };
-        res
+        write_all_fd(&self.fd, buf).await.map(drop)
     }
 
-    pub async fn write_vectored_all(&mut self, mut bufs: Vec<Bytes>) -> io::Result<()> {
-        // One sendmsg takes at most UIO_MAXIOV (1024) iovecs, else EMSGSIZE: send in slices.
-        while !bufs.is_empty() {
-            let rest = if bufs.len() > MAX_IOVECS {
-                bufs.split_off(MAX_IOVECS)
-            } else {
-                Vec::new()
+    /// Writes every buffer with SENDMSG, as many iovecs per op as the kernel takes
+    /// ([`MAX_IOVECS`]), resubmitting after a short write.
+    pub async fn write_vectored_all(&mut self, bufs: Vec<Bytes>) -> io::Result<()> {
+        let mut v = self.iovecs.take().unwrap_or_else(|| {
+            Box::new(IoVecs {
+                // SAFETY: an all-zero msghdr is a valid empty one.
+                msg: unsafe { std::mem::zeroed() },
+                iov: Vec::new(),
+                bufs: Vec::new(),
+            })
+        });
+        v.bufs = bufs;
+        v.bufs.retain(|b| !b.is_empty());
+        let mut first = 0;
+        // Bounded: each turn writes at least one byte (a zero-byte write is an error) of a
+        // finite total.
+        while first < v.bufs.len() {
+            let end = v.bufs.len().min(first + MAX_IOVECS);
+            v.iov.clear();
+            for b in &v.bufs[first..end] {
+                v.iov.push(libc::iovec {
+                    iov_base: b.as_ptr().cast_mut().cast(),
+                    iov_len: b.len(),
+                });
+            }
+            v.msg.msg_iov = v.iov.as_mut_ptr();
+            v.msg.msg_iovlen = v.iov.len();
+            let entry = opcode::SendMsg::new(self.raw(), &v.msg as *const libc::msghdr)
+                .flags(libc::MSG_NOSIGNAL as u32)
+                .build();
+            // SAFETY: the msghdr, the iovecs and the bytes they point at live in the boxed
+            // `v`, which the op owns until its completion; the fd is referenced by it too.
+            let (res, _, (back, _)) = unsafe { Op::submit(entry, (v, self.fd.clone())) }.await;
+            v = back;
+            let mut n = match result(res) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => n,
+                Err(e) => return Err(e),
             };
-            let BufResult(res, _) = match self {
-                Stream::Tcp(s) => s.write_vectored_all(bufs).await,
-                Stream::Unix(s) => s.write_vectored_all(bufs).await,
-            };
-            res?;
-            bufs = rest;
+            // Drop what was written; a partly written buffer keeps its rest.
+            while n > 0 && first < v.bufs.len() {
+                let b = &mut v.bufs[first];
+                if n >= b.len() {
+                    n -= b.len();
+                    first += 1;
+                } else {
+                    b.advance(n);
+                    n = 0;
+                }
+            }
         }
+        v.bufs.clear();
+        self.iovecs = Some(v);
         Ok(())
     }
 
@@ -150,141 +216,214 @@ impl Stream {
         moved: &crate::io::TunnelBytes,
     ) -> io::Result<()> {
         let (there, back) = (&moved.there, &moved.back);
-        // `&TcpStream`/`&UnixStream` implement compio's AsyncRead and AsyncWrite, so both
-        // directions run at once on shared references, each with its own owned buffer.
-        match (&*self, &*other) {
-            (Stream::Tcp(a), Stream::Tcp(b)) => {
-                crate::io::join_directions(pump(a, b, there), pump(b, a, back), linger).await
-            }
-            (Stream::Tcp(a), Stream::Unix(b)) => {
-                crate::io::join_directions(pump(a, b, there), pump(b, a, back), linger).await
-            }
-            (Stream::Unix(a), Stream::Tcp(b)) => {
-                crate::io::join_directions(pump(a, b, there), pump(b, a, back), linger).await
-            }
-            (Stream::Unix(a), Stream::Unix(b)) => {
-                crate::io::join_directions(pump(a, b, there), pump(b, a, back), linger).await
-            }
-        }
+        crate::io::join_directions(
+            pump(&self.fd, &other.fd, there),
+            pump(&other.fd, &self.fd, back),
+            linger,
+        )
+        .await
     }
 
     pub fn peer_addr(&self) -> Option<SocketAddr> {
-        match self {
-            Stream::Tcp(s) => s.peer_addr().ok(),
-            Stream::Unix(_) => None,
+        if !self.tcp {
+            return None;
         }
+        socket2::SockRef::from(self).peer_addr().ok()?.as_socket()
     }
 
     /// A one-byte `recv(MSG_PEEK | MSG_DONTWAIT)` submitted as an io_uring RECV: the kernel runs
     /// it inline during the loop's next `io_uring_enter`. `Ok(0)` is a FIN, `Ok(1)` a waiting
     /// byte (not consumed), `WouldBlock` nothing: with MSG_DONTWAIT in the SQE the kernel
-    /// completes with -EAGAIN instead of arming a poll (REQ_F_NOWAIT, since RECV exists, 5.6).
-    ///
-    /// Built here rather than with compio's `TcpStream::peek`, which sets
-    /// IORING_RECVSEND_POLL_FIRST after a recv that left the socket empty: a POLL_FIRST recv with
-    /// MSG_DONTWAIT completes with -EAGAIN without looking at the socket, so it would call every
-    /// connection quiet.
+    /// completes with -EAGAIN instead of arming a poll.
     pub async fn peek_on_ring(&self) -> io::Result<usize> {
-        // The op holds a `SharedFd` (a counted reference to the socket), not a raw fd: if this
-        // future is dropped and the stream closed while the op is in flight, the socket stays
-        // open until the kernel's completion arrives, so the SQE never names a closed or reused fd.
-        let fd = match self {
-            Stream::Tcp(s) => s.to_shared_fd(),
-            Stream::Unix(s) => s.to_shared_fd(),
-        };
-        let op = Recv::new(fd, [0u8; 1], RecvFlags::PEEK | RecvFlags::DONTWAIT);
-        let BufResult(res, _) = compio::runtime::submit(op).await;
-        res
+        let scratch = with_ring(|r| r.peek_scratch());
+        let entry = opcode::Recv::new(self.raw(), scratch, 1)
+            .flags(libc::MSG_PEEK | libc::MSG_DONTWAIT)
+            .build();
+        // SAFETY: the scratch bytes belong to the ring, which outlives every op (the runtime
+        // waits for in-flight ops before closing it); nothing reads them, so concurrent peeks
+        // writing there race on nothing Rust looks at.
+        let (res, _, _) = unsafe { Op::submit(entry, self.fd.clone()) }.await;
+        result(res)
     }
+}
+
+/// One read into the spare capacity of `buf` (at least 1 byte of room is made).
+async fn read_fd(fd: &Rc<Fd>, mut buf: BytesMut) -> (io::Result<usize>, BytesMut) {
+    if buf.capacity() == buf.len() {
+        buf.reserve(4096);
+    }
+    let spare = buf.spare_capacity_mut();
+    let (ptr, len) = (spare.as_mut_ptr().cast::<u8>(), spare.len());
+    let entry = opcode::Recv::new(types::Fd(fd.0), ptr, len as u32).build();
+    // SAFETY: `ptr..ptr+len` is the spare capacity of `buf`'s heap allocation, which the op owns
+    // (moving a BytesMut does not move its bytes) until the completion.
+    let (res, _, (mut buf, _)) = unsafe { Op::submit(entry, (buf, fd.clone())) }.await;
+    match result(res) {
+        Ok(n) => {
+            // SAFETY: the kernel initialised `n <= len` bytes of the spare capacity.
+            unsafe { buf.set_len(buf.len() + n) };
+            (Ok(n), buf)
+        }
+        Err(e) => (Err(e), buf),
+    }
+}
+
+/// Sends all of `buf` (resubmitting after short sends); returns the bytes sent.
+async fn write_all_fd(fd: &Rc<Fd>, mut buf: Bytes) -> io::Result<usize> {
+    let total = buf.len();
+    // Bounded: each turn sends at least one byte of a finite buffer.
+    while !buf.is_empty() {
+        let entry = opcode::Send::new(types::Fd(fd.0), buf.as_ptr(), buf.len() as u32)
+            .flags(libc::MSG_NOSIGNAL)
+            .build();
+        // SAFETY: the bytes are owned by the `Bytes` the op holds until its completion.
+        let (res, _, (b, _)) = unsafe { Op::submit(entry, (buf, fd.clone())) }.await;
+        buf = b;
+        match result(res)? {
+            0 => return Err(io::ErrorKind::WriteZero.into()),
+            n => buf.advance(n),
+        }
+    }
+    Ok(total)
 }
 
 /// One direction of a tunnel: reads `from` until EOF, writing everything to `to`, then shuts
 /// down `to`'s write side so the half-close reaches the other peer.
-async fn pump<R: AsyncRead, W: AsyncWrite>(
-    mut from: R,
-    mut to: W,
-    moved: &Cell<u64>,
-) -> io::Result<()> {
-    let mut buf = Vec::with_capacity(crate::io::TUNNEL_BUF);
+async fn pump(from: &Rc<Fd>, to: &Rc<Fd>, moved: &Cell<u64>) -> io::Result<()> {
+    let mut buf = BytesMut::with_capacity(crate::io::TUNNEL_BUF);
     loop {
         buf.clear();
-        let BufResult(res, b) = from.read(buf).await;
+        if buf.capacity() < crate::io::TUNNEL_BUF {
+            buf = BytesMut::with_capacity(crate::io::TUNNEL_BUF);
+        }
+        let (res, b) = read_fd(from, buf).await;
         buf = b;
         match res {
             Ok(0) => {
                 // The peer may already be gone; its own direction reports that.
-                let _ = to.shutdown().await;
+                // SAFETY: shutdown(2) on an fd `to` keeps open; no pointers.
+                unsafe { libc::shutdown(to.0, libc::SHUT_WR) };
                 return Ok(());
             }
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         }
-        let BufResult(res, b) = to.write_all(buf).await;
-        buf = b;
-        res?;
+        let chunk = buf.split().freeze();
+        let n = write_all_fd(to, chunk).await?;
         // Counted once written, as the epoll driver does: the access log's bytes are bytes sent.
-        moved.set(moved.get() + buf.len() as u64);
+        moved.set(moved.get() + n as u64);
     }
 }
 
 impl AsRawFd for Stream {
     fn as_raw_fd(&self) -> RawFd {
-        match self {
-            Stream::Tcp(s) => s.as_raw_fd(),
-            Stream::Unix(s) => s.as_raw_fd(),
-        }
+        self.fd.0
+    }
+}
+
+impl std::os::fd::AsFd for Stream {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        // SAFETY: the fd stays open while `self` (which holds a reference to it) is borrowed.
+        unsafe { std::os::fd::BorrowedFd::borrow_raw(self.fd.0) }
     }
 }
 
 /// A listener on the ring.
 pub struct Listener {
-    inner: compio::net::TcpListener,
+    fd: Rc<Fd>,
 }
 
 impl Listener {
     pub fn from_std(l: std::net::TcpListener) -> io::Result<Listener> {
-        compio::net::TcpListener::from_std(l).map(|inner| Listener { inner })
+        Ok(Listener {
+            fd: Rc::new(Fd(l.into_raw_fd())),
+        })
     }
 
     pub fn incoming(&self, multishot: bool) -> Incoming<'_> {
         Incoming {
-            listener: &self.inner,
-            multi: multishot.then(|| self.inner.incoming()),
+            listener: self,
+            multishot,
+            multi: None,
         }
     }
 
     pub fn local_addr(&self) -> Option<SocketAddr> {
-        self.inner.local_addr().ok()
+        // SAFETY: the fd is open while `self` lives; the borrowed socket is not closed (forgotten
+        // via into_raw_fd).
+        let s = unsafe { socket2::Socket::from_raw_fd(self.fd.0) };
+        let addr = s.local_addr().ok().and_then(|a| a.as_socket());
+        let _ = s.into_raw_fd();
+        addr
     }
 }
 
-/// Accepts on the ring: one multishot accept kept armed, or one-shot accepts.
+/// Accepts on the ring: one multishot accept kept armed (5.19), or one-shot accepts.
 pub struct Incoming<'a> {
-    listener: &'a compio::net::TcpListener,
-    multi: Option<compio::net::TcpIncoming<'a>>,
+    listener: &'a Listener,
+    multishot: bool,
+    multi: Option<MultiOp<Rc<Fd>>>,
 }
 
 impl Incoming<'_> {
     pub async fn next(&mut self) -> io::Result<(Stream, Option<SocketAddr>)> {
-        if let Some(multi) = &mut self.multi {
-            match multi.next().await {
-                Some(Ok(s)) => {
-                    s.set_nodelay(true)?;
-                    let peer = s.peer_addr().ok();
-                    return Ok((Stream::Tcp(s), peer));
+        let fd = types::Fd(self.listener.fd.0);
+        let res = if self.multishot {
+            let multi = self.multi.get_or_insert_with(|| {
+                let entry = opcode::AcceptMulti::new(fd)
+                    .flags(libc::SOCK_CLOEXEC)
+                    .build();
+                // SAFETY: no address buffers; the listener fd is kept open by the op's data.
+                unsafe { MultiOp::submit(entry, self.listener.fd.clone()) }
+            });
+            match poll_fn(|cx| multi.poll_next(cx)).await {
+                Some((res, flags)) => {
+                    if !cqueue::more(flags) {
+                        // The kernel ended the multishot (an error such as EMFILE, or
+                        // overload): the next call arms a new one.
+                        self.multi = None;
+                    }
+                    if res == -libc::EINVAL {
+                        tracing::info!(
+                            "multishot accept refused by the kernel; using one-shot accept"
+                        );
+                        self.multishot = false;
+                        self.multi = None;
+                        self.accept_one().await
+                    } else {
+                        res
+                    }
                 }
-                // A kernel without multishot accept answers EINVAL: use one-shot accepts from now on.
-                Some(Err(e)) if e.raw_os_error() == Some(libc::EINVAL) => {
-                    tracing::info!("multishot accept refused by the kernel; using one-shot accept");
+                None => {
                     self.multi = None;
+                    self.accept_one().await
                 }
-                Some(Err(e)) => return Err(e),
-                None => self.multi = None,
             }
-        }
-        let (s, peer) = self.listener.accept().await?;
-        s.set_nodelay(true)?;
-        Ok((Stream::Tcp(s), Some(peer)))
+        } else {
+            self.accept_one().await
+        };
+        let fd = result(res)? as RawFd;
+        let s = Stream::new(fd, true);
+        // Accepted from a TCP listener: set as the epoll driver does.
+        socket2::SockRef::from(&s).set_tcp_nodelay(true)?;
+        let peer = s.peer_addr();
+        Ok((s, peer))
+    }
+
+    async fn accept_one(&self) -> i32 {
+        let entry = opcode::Accept::new(
+            types::Fd(self.listener.fd.0),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+        )
+        .flags(libc::SOCK_CLOEXEC)
+        .build();
+        // SAFETY: no address buffers; the listener fd is kept open by the op's data.
+        let (res, _, _) = unsafe { Op::submit(entry, self.listener.fd.clone()) }
+            .fd_result()
+            .await;
+        res
     }
 }
