@@ -8,6 +8,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use ringway::io::probe::{AutoChoice, auto_choice, uring_features};
+use ringway::io::{Driver, Runtime, Stream, UringOptions};
 
 /// Set in the child's environment: `child_probe` does its work only when it is present.
 const CHILD_ENV: &str = "RINGWAY_SECCOMP_PROBE_CHILD";
@@ -28,15 +29,26 @@ fn child_probe() {
     }
 }
 
-/// Runs only in the child: a compio runtime doing one timed wait, the way every shard does.
+/// Runs only in the child: a uring runtime doing timed waits, the way every shard does (a sleep,
+/// and a read bounded by a timeout that passes).
 #[test]
-fn child_compio_timed_wait() {
+fn child_uring_timed_wait() {
     if std::env::var_os(CHILD_ENV).is_none() {
         return;
     }
-    let runtime = compio::runtime::Runtime::new().expect("compio runtime");
-    runtime.block_on(compio::runtime::time::sleep(Duration::from_millis(10)));
-    println!("CHILD compio=ok");
+    let rt = Runtime::new(Driver::Uring, &UringOptions::default()).expect("uring runtime");
+    rt.block_on(async {
+        ringway::io::sleep(Duration::from_millis(10)).await;
+        let (a, _b) = std::os::unix::net::UnixStream::pair().expect("socketpair");
+        let mut s = Stream::from_std_unix(a).expect("stream");
+        let read = ringway::io::timeout(
+            Duration::from_millis(20),
+            s.read(bytes::BytesMut::with_capacity(16)),
+        )
+        .await;
+        assert!(read.is_err(), "nothing was sent: the timeout passes");
+    });
+    println!("CHILD timed=ok");
 }
 
 fn child_command(test: &str) -> Command {
@@ -112,29 +124,20 @@ fn control_without_filter_sees_io_uring() {
     assert_eq!(line(&out, "CHILD auto="), "uring", "child output:\n{out}");
 }
 
-/// Why `ext_arg` is in `UringFeatures::missing_required`: compio 0.19 sends every timed wait with
-/// `IORING_ENTER_EXT_ARG`, and a 5.10 kernel (simulated: the filter answers EINVAL as 5.10 does)
-/// makes its runtime panic. If this test starts failing because the child succeeds, compio has
-/// gained a fallback: drop `ext_arg` from the required list and let 5.10 run the uring driver.
+/// Why `ext_arg` is not among the required features: the uring driver bounds its waits with a
+/// TIMEOUT SQE, not `IORING_ENTER_EXT_ARG` (5.11), so timed waits work where the kernel refuses
+/// EXT_ARG (simulated: the filter answers EINVAL as 5.10 does). compio, the driver before, failed
+/// here.
 #[test]
-fn compio_needs_enter_ext_arg() {
-    let control = child_command("child_compio_timed_wait")
-        .output()
-        .expect("spawn child");
-    assert!(
-        String::from_utf8_lossy(&control.stdout).contains("CHILD compio=ok"),
-        "control run without the filter should work; stderr:\n{}",
-        String::from_utf8_lossy(&control.stderr)
-    );
-
-    let mut cmd = child_command("child_compio_timed_wait");
+fn timed_waits_need_no_enter_ext_arg() {
+    let mut cmd = child_command("child_uring_timed_wait");
     common::seccomp::deny_enter_ext_arg(&mut cmd);
     let out = cmd.output().expect("spawn child");
-    let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        !out.status.success() && stderr.contains("Invalid argument"),
-        "expected compio to fail with EINVAL without EXT_ARG (5.10 behaviour), got {}\nstdout:\n{}\nstderr:\n{stderr}",
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("CHILD timed=ok"),
+        "expected timed waits to work without EXT_ARG, got {}\nstdout:\n{}\nstderr:\n{}",
         out.status,
-        String::from_utf8_lossy(&out.stdout)
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
     );
 }
