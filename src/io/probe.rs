@@ -129,6 +129,8 @@ pub struct UringFeatures {
     pub nodrop: bool,
     /// 5.5: opcode `LINK_TIMEOUT`.
     pub linked_timeout: bool,
+    /// 5.4: opcode `TIMEOUT`.
+    pub timeout: bool,
     /// 5.3: opcode `SENDMSG` (vectored writes).
     pub sendmsg: bool,
     /// 5.1: opcode `POLL_ADD`.
@@ -154,21 +156,18 @@ pub struct UringFeatures {
 impl UringFeatures {
     /// Features the uring driver cannot work without; an empty list means it can run.
     ///
-    /// Exactly what the compio-based driver submits, and nothing it does not:
-    /// - `ext_arg` (5.11, or 5.10.162+ with the 5.15 io_uring backport): compio 0.19 passes
-    ///   `IORING_ENTER_EXT_ARG` on every wait that has a timeout, zero-timeout drains included
-    ///   (compio-driver `iour::submit_auto`), with no fallback; a kernel without it answers
-    ///   `EINVAL` and compio's runtime panics in `poll_with` (reproduced with a seccomp filter).
-    /// - `accept`, `connect`, `recv`, `send`, `sendmsg` (vectored writes), `poll_add` (an idle
-    ///   read waits for readiness when there is no buffer ring) and `async_cancel` (a dropped
-    ///   operation, e.g. a read ended by a timeout, is cancelled).
+    /// Exactly what the driver (`io/uring/`) submits, and nothing it does not: `accept`,
+    /// `connect`, `recv`, `send`, `sendmsg` (vectored writes), `poll_add` (an idle read waits for
+    /// readiness when there is no buffer ring), `async_cancel` (a dropped operation, e.g. a read
+    /// ended by a timeout, is cancelled) and `timeout` (a wait with a deadline is bounded by a
+    /// TIMEOUT SQE).
     ///
-    /// Not here: `LINK_TIMEOUT` (timeouts are the shard's own timer wheel) and `SOCKET` (sockets
-    /// come from `socket(2)`, see `uring::Stream::connect_tcp`). The start-up self-test is the
-    /// final word: it runs these operations for real.
+    /// Not here: `EXT_ARG` (5.11; compio, the driver before, needed it for every timed wait, so
+    /// 5.10 kernels without the 5.15 backport could not run it), `LINK_TIMEOUT` (timeouts are
+    /// the shard's own timer wheel) and `SOCKET` (sockets come from `socket(2)`). The start-up
+    /// self-test is the final word: it runs these operations for real.
     pub fn missing_required(&self) -> Vec<&'static str> {
         [
-            ("ext_arg", self.ext_arg),
             ("accept", self.accept),
             ("connect", self.connect),
             ("send", self.send),
@@ -176,6 +175,7 @@ impl UringFeatures {
             ("recv", self.recv),
             ("poll_add", self.poll_add),
             ("async_cancel", self.async_cancel),
+            ("timeout", self.timeout),
         ]
         .into_iter()
         .filter(|(_, ok)| !ok)
@@ -262,6 +262,7 @@ pub fn uring_features() -> Result<UringFeatures, UringUnavailable> {
         submit_stable: params.is_feature_submit_stable(),
         nodrop: params.is_feature_nodrop(),
         linked_timeout: op(opcode::LinkTimeout::CODE),
+        timeout: op(opcode::Timeout::CODE),
         sendmsg: op(opcode::SendMsg::CODE),
         poll_add: op(opcode::PollAdd::CODE),
         async_cancel: op(opcode::AsyncCancel::CODE),
@@ -324,7 +325,7 @@ pub enum AutoChoice {
 }
 
 /// Decides `--io auto`: [`AutoChoice::Uring`] when [`uring_features`] is `Ok` and nothing in
-/// [`UringFeatures::missing_required`] is missing (in practice: kernel 5.11+), else
+/// [`UringFeatures::missing_required`] is missing (in practice: kernel 5.6+; RECV and SEND are 5.6), else
 /// [`AutoChoice::Epoll`] with the [`UringUnavailable`] Display as the reason.
 pub fn auto_choice() -> AutoChoice {
     choose(&uring_features())
@@ -339,7 +340,7 @@ fn choose(uring: &Result<UringFeatures, UringUnavailable>) -> AutoChoice {
             missing if missing.is_empty() => AutoChoice::Uring,
             missing => AutoChoice::Epoll {
                 reason: format!(
-                    "io_uring lacks what ringway's uring driver needs: {} (needs Linux 5.11+)",
+                    "io_uring lacks what ringway's uring driver needs: {} (needs Linux 5.6+)",
                     missing.join(", ")
                 ),
             },

@@ -133,9 +133,10 @@ fn auto_falls_back_with_reason() {
         }
         other => panic!("expected Epoll, got {other:?}"),
     }
-    // A 5.10 kernel: every required opcode, but no IORING_FEAT_EXT_ARG.
+    // A 5.10 kernel: every required opcode, no IORING_FEAT_EXT_ARG (the driver does not need it).
     let kernel_5_10 = UringFeatures {
         accept: true,
+        timeout: true,
         connect: true,
         send: true,
         recv: true,
@@ -146,20 +147,15 @@ fn auto_falls_back_with_reason() {
         ..UringFeatures::default()
     };
     match choose(&Ok(kernel_5_10)) {
-        AutoChoice::Epoll { reason } => {
-            assert!(
-                reason.contains("ext_arg") && reason.contains("5.11"),
-                "{reason}"
-            )
-        }
-        other => panic!("expected Epoll on a kernel without EXT_ARG, got {other:?}"),
+        AutoChoice::Uring => {}
+        other => panic!("expected Uring on a 5.10 kernel without EXT_ARG, got {other:?}"),
     }
     match choose(&Ok(UringFeatures {
-        ext_arg: true,
+        timeout: false,
         ..kernel_5_10
     })) {
-        AutoChoice::Uring => {}
-        other => panic!("expected Uring with EXT_ARG and the base opcodes, got {other:?}"),
+        AutoChoice::Epoll { reason } => assert!(reason.contains("timeout"), "{reason}"),
+        other => panic!("expected Epoll without the TIMEOUT opcode, got {other:?}"),
     }
     match choose(&Ok(UringFeatures::default())) {
         AutoChoice::Epoll { reason } => assert!(reason.contains("accept"), "{reason}"),
@@ -208,6 +204,7 @@ fn report_follows_the_self_test_and_the_trial_ring() {
     let mut report = probe();
     report.uring = Ok(UringFeatures {
         ext_arg: true,
+        timeout: true,
         accept: true,
         connect: true,
         send: true,

@@ -367,3 +367,6 @@ mod ring;
 mod stream;
 
 pub use stream::{Incoming, Listener, Stream};
+
+#[cfg(test)]
+mod tests;

@@ -275,11 +275,7 @@ impl Ring {
                     w.wake();
                 }
             }
-            OpState::Multi {
-                waker,
-                cqes,
-                ended,
-            } => {
+            OpState::Multi { waker, cqes, ended } => {
                 cqes.push_back((res, flags));
                 *ended |= !more;
                 if let Some(w) = waker.take() {
@@ -425,7 +421,9 @@ impl<T: 'static> Drop for Op<T> {
         });
         if ran.is_none()
             && let Some(d) = data.take()
-            && RING.try_with(|r| r.try_borrow_mut().is_err()).unwrap_or(false)
+            && RING
+                .try_with(|r| r.try_borrow_mut().is_err())
+                .unwrap_or(false)
         {
             // The ring exists but is borrowed: no op is dropped inside a ring borrow, so this
             // is a bug; leaking beats freeing memory the kernel may still write.
@@ -472,12 +470,7 @@ impl<T: 'static> MultiOp<T> {
             return Poll::Ready(None);
         };
         let next = with_ring(|r| {
-            let OpState::Multi {
-                waker,
-                cqes,
-                ended,
-            } = &mut r.ops[key]
-            else {
+            let OpState::Multi { waker, cqes, ended } = &mut r.ops[key] else {
                 unreachable!("multishot op in a one-shot state");
             };
             if let Some(c) = cqes.pop_front() {

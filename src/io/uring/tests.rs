@@ -1,0 +1,338 @@
+//! The driver's own tests: cancellation with canaries, CQ overflow on a tiny ring, every setup
+//! flag off, ENOBUFS from the buffer ring, short sends, EINTR on the wait, task panics.
+
+use std::cell::Cell;
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream as StdUnixStream;
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+
+use super::ring::with_ring;
+use super::{Stream, UringOptions, exec, spawn};
+
+/// A uring runtime through the seam, so `crate::io::sleep` and friends know the driver.
+fn runtime(opts: &UringOptions) -> std::io::Result<crate::io::Runtime> {
+    crate::io::Runtime::new(crate::io::Driver::Uring, opts)
+}
+
+const CANARY: u8 = 0xa5;
+
+fn pair() -> (Stream, StdUnixStream) {
+    let (a, b) = StdUnixStream::pair().expect("socketpair");
+    (Stream::from_std_unix(a).expect("stream"), b)
+}
+
+/// A tiny xorshift: deterministic "random" points without a dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+fn yield_now() -> impl std::future::Future<Output = ()> {
+    let mut yielded = false;
+    std::future::poll_fn(move |cx| {
+        if yielded {
+            std::task::Poll::Ready(())
+        } else {
+            yielded = true;
+            cx.waker().wake_by_ref();
+            std::task::Poll::Pending
+        }
+    })
+}
+
+/// Thousands of reads dropped at random points while peers write at random times. A dropped
+/// read's buffer must stay owned until its completion: buffers allocated after the drop (which
+/// the allocator hands out from freed memory first) must keep their canaries through later loop
+/// turns, and no operation may be left in the slab at the end.
+#[test]
+fn random_cancellation_never_frees_a_buffer_the_kernel_owns() {
+    let rt = runtime(&UringOptions {
+        buffer_ring: false,
+        ..UringOptions::default()
+    })
+    .expect("runtime");
+    rt.block_on(async {
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let mut peers = Vec::new();
+        let mut streams = Vec::new();
+        for _ in 0..16 {
+            let (s, p) = pair();
+            p.set_nonblocking(true).unwrap();
+            streams.push(s);
+            peers.push(p);
+        }
+        let mut held: Vec<BytesMut> = Vec::new();
+        for round in 0..3000 {
+            let i = (rng.next() % 16) as usize;
+            let mut buf = BytesMut::with_capacity(512);
+            buf.resize(512, CANARY);
+            buf.clear();
+            let read = streams[i].read(buf);
+            let mut read = Box::pin(read);
+            // Drop before the first poll, after one poll, or after a write that may complete it.
+            match rng.next() % 3 {
+                0 => {}
+                1 => {
+                    let _ = futures_util::poll!(read.as_mut());
+                }
+                _ => {
+                    let _ = futures_util::poll!(read.as_mut());
+                    let _ = peers[i].write(&[round as u8; 64]);
+                    yield_now().await;
+                }
+            }
+            drop(read);
+            // Fresh canary buffers of the same size, likely on the memory just freed (if it had
+            // been freed too early).
+            for _ in 0..2 {
+                let mut b = BytesMut::with_capacity(512);
+                b.resize(512, CANARY);
+                held.push(b);
+            }
+            if held.len() > 64 {
+                yield_now().await;
+                for b in held.drain(..) {
+                    assert!(
+                        b.iter().all(|&x| x == CANARY),
+                        "round {round}: a buffer was written after it was handed out again"
+                    );
+                }
+            }
+            // Drain what the peers' writes left, so later reads see fresh data.
+            if round % 97 == 0 {
+                let mut sink = [0u8; 4096];
+                while peers[i].read(&mut sink).is_ok_and(|n| n > 0) {}
+            }
+        }
+        // Every cancellation's completion arrives within a few turns.
+        for _ in 0..100 {
+            if with_ring(|r| r.ops_in_flight()) == 0 {
+                break;
+            }
+            crate::io::sleep(Duration::from_millis(1)).await;
+        }
+        assert_eq!(with_ring(|r| r.ops_in_flight()), 0, "ops left in the slab");
+    });
+}
+
+/// A 64-entry ring (CQ 128) with 600 reads completing in one go: the CQ overflows, NODROP keeps
+/// the rest, and every read still completes with its own bytes.
+#[test]
+fn cq_overflow_on_a_tiny_ring_loses_no_completion() {
+    let rt = runtime(&UringOptions {
+        capacity: 64,
+        buffer_ring: false,
+        ..UringOptions::default()
+    })
+    .expect("runtime");
+    rt.block_on(async {
+        let done = Rc::new(Cell::new(0usize));
+        let mut peers = Vec::new();
+        for i in 0..600u32 {
+            let (mut s, mut p) = pair();
+            p.write_all(&i.to_le_bytes()).unwrap();
+            peers.push(p);
+            let done = done.clone();
+            spawn(async move {
+                let (r, buf) = s.read(BytesMut::with_capacity(16)).await;
+                assert_eq!(r.expect("read"), 4);
+                assert_eq!(
+                    &buf[..],
+                    &i.to_le_bytes()[..],
+                    "read {i} got another's bytes"
+                );
+                done.set(done.get() + 1);
+            });
+        }
+        for _ in 0..500 {
+            if done.get() == 600 {
+                break;
+            }
+            crate::io::sleep(Duration::from_millis(2)).await;
+        }
+        assert_eq!(done.get(), 600, "every read completed");
+    });
+}
+
+/// One exchange each way, with a timer, on a ring built with the given options.
+fn echo_on(opts: &UringOptions, what: &str) {
+    let rt = runtime(opts).unwrap_or_else(|e| panic!("{what}: {e}"));
+    rt.block_on(async {
+        let (mut s, mut p) = pair();
+        p.write_all(b"ping").unwrap();
+        let (r, buf) = s.read_idle(BytesMut::new(), 64).await;
+        assert_eq!(r.unwrap(), 4, "{what}");
+        assert_eq!(&buf[..], b"ping", "{what}");
+        s.write_all(Bytes::from_static(b"pong")).await.unwrap();
+        let mut got = [0u8; 4];
+        p.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"pong", "{what}");
+        crate::io::sleep(Duration::from_millis(5)).await;
+    });
+}
+
+#[test]
+fn every_setup_flag_off_one_at_a_time() {
+    let base = UringOptions::default();
+    echo_on(&base, "all on");
+    type TurnOff = fn(&mut UringOptions);
+    let variants: [(&str, TurnOff); 6] = [
+        ("coop_taskrun off", |o| o.coop_taskrun = false),
+        ("single_issuer off", |o| o.single_issuer = false),
+        ("defer_taskrun off", |o| o.defer_taskrun = false),
+        ("multishot_accept off", |o| o.multishot_accept = false),
+        ("buffer_ring off", |o| o.buffer_ring = false),
+        ("pool_peek off", |o| o.pool_peek = false),
+    ];
+    for (what, off) in variants {
+        let mut o = base.clone();
+        off(&mut o);
+        echo_on(&o, what);
+    }
+}
+
+/// A buffer ring of one buffer, two idle reads with data at once: one gets the buffer, the other
+/// ENOBUFS, counted, and falls back to poll + read. Both get their bytes.
+#[test]
+fn buffer_ring_exhaustion_falls_back_to_an_ordinary_read() {
+    let rt = runtime(&UringOptions {
+        buffer_ring_entries: 1,
+        ..UringOptions::default()
+    })
+    .expect("runtime");
+    rt.block_on(async {
+        if !super::BUFFER_RING.get() {
+            println!("SKIPPED: buffer ring exhaustion: this kernel has no buffer ring");
+            return;
+        }
+        let before = super::buffer_ring_exhausted();
+        let (mut a, mut pa) = pair();
+        let (mut b, mut pb) = pair();
+        pa.write_all(b"first").unwrap();
+        pb.write_all(b"second").unwrap();
+        let ra = a.read_idle(BytesMut::new(), 64);
+        let rb = b.read_idle(BytesMut::new(), 64);
+        let ((ra, ba), (rb, bb)) = futures_util::join!(ra, rb);
+        assert_eq!((ra.unwrap(), &ba[..]), (5, &b"first"[..]));
+        assert_eq!((rb.unwrap(), &bb[..]), (6, &b"second"[..]));
+        assert!(
+            super::buffer_ring_exhausted() > before,
+            "one read found the ring empty"
+        );
+    });
+}
+
+/// A send bigger than the socket buffer completes short; the driver resubmits the rest, in
+/// order, for both plain and vectored writes.
+#[test]
+fn short_sends_are_resubmitted_in_order() {
+    let rt = runtime(&UringOptions::default()).expect("runtime");
+    rt.block_on(async {
+        let (mut s, p) = pair();
+        socket2::SockRef::from(&p)
+            .set_recv_buffer_size(4096)
+            .unwrap();
+        socket2::SockRef::from(&s)
+            .set_send_buffer_size(4096)
+            .unwrap();
+        let body: Vec<u8> = (0..2_000_000u32).map(|i| (i % 251) as u8).collect();
+        let expect = body.clone();
+        let reader = std::thread::spawn(move || {
+            let mut p = p;
+            let mut got = Vec::new();
+            let mut chunk = [0u8; 1000];
+            while got.len() < 2 * expect.len() {
+                let n = p.read(&mut chunk).unwrap();
+                assert!(n > 0, "EOF too early");
+                got.extend_from_slice(&chunk[..n]);
+                // A slow reader: the sender's writes come back short.
+                if got.len() % 50_000 < 1000 {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+            assert_eq!(&got[..expect.len()], &expect[..], "write_all in order");
+            assert_eq!(&got[expect.len()..], &expect[..], "vectored in order");
+        });
+        let body = Bytes::from(body);
+        s.write_all(body.clone()).await.unwrap();
+        let parts: Vec<Bytes> = (0..body.len())
+            .step_by(3333)
+            .map(|i| body.slice(i..(i + 3333).min(body.len())))
+            .collect();
+        s.write_vectored_all(parts).await.unwrap();
+        reader.join().expect("reader");
+    });
+}
+
+/// A signal delivered to the thread while it waits in `io_uring_enter` (EINTR) is retried: the
+/// timer still fires on time and nothing fails.
+#[test]
+fn eintr_on_enter_is_retried() {
+    let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    signal_hook::flag::register(libc::SIGUSR2, flag.clone()).expect("handler");
+    // SAFETY: pthread_self has no preconditions.
+    let me = unsafe { libc::pthread_self() } as usize;
+    let kicker = std::thread::spawn(move || {
+        for _ in 0..5 {
+            std::thread::sleep(Duration::from_millis(10));
+            // SAFETY: `me` is the test thread, alive until `kicker` is joined below.
+            unsafe { libc::pthread_kill(me as libc::pthread_t, libc::SIGUSR2) };
+        }
+    });
+    let rt = runtime(&UringOptions::default()).expect("runtime");
+    let started = std::time::Instant::now();
+    rt.block_on(crate::io::sleep(Duration::from_millis(120)));
+    let took = started.elapsed();
+    kicker.join().unwrap();
+    assert!(
+        flag.load(std::sync::atomic::Ordering::Relaxed),
+        "signals arrived"
+    );
+    assert!(
+        took >= Duration::from_millis(120) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+}
+
+/// A panic in a spawned task ends the runtime (the panic is passed on) and closes the sockets of
+/// every task, the panicking one's included.
+#[test]
+fn a_panicking_task_closes_every_tasks_sockets() {
+    let (a, mut pa) = StdUnixStream::pair().unwrap();
+    let (b, mut pb) = StdUnixStream::pair().unwrap();
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let rt = runtime(&UringOptions::default()).expect("runtime");
+        rt.block_on(async move {
+            let mut a = Stream::from_std_unix(a).unwrap();
+            let mut b = Stream::from_std_unix(b).unwrap();
+            spawn(async move {
+                let _ = a.read(BytesMut::with_capacity(8)).await;
+            });
+            spawn(async move {
+                let _ = b.read_idle(BytesMut::new(), 8).await;
+                unreachable!("nothing is sent");
+            });
+            spawn(async {
+                crate::io::sleep(Duration::from_millis(10)).await;
+                panic!("task boom");
+            });
+            std::future::pending::<()>().await;
+        });
+    }));
+    assert!(caught.is_err(), "the task's panic is passed on");
+    assert_eq!(exec::task_count(), 0, "every task dropped");
+    for p in [&mut pa, &mut pb] {
+        p.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut byte = [0u8; 1];
+        assert_eq!(p.read(&mut byte).expect("EOF, not a timeout"), 0);
+    }
+}
