@@ -4,7 +4,7 @@
 //! `server` → `shard` → `conn` → `gateway` → `proxy`, `fanout`, `respond` → `client`, `upstream`
 //! → `http`, `io`; `local` is the request path's view of its shard. `config`, `metrics`, `clock`,
 //! `error`, `router`, `access_log` are leaves. `http` is a pure codec with no I/O. Code above `io`
-//! never names compio, tokio or io_uring. `docs/architecture.md` walks through the files.
+//! never names tokio or io_uring. `docs/architecture.md` walks through the files.
 
 pub mod access_log;
 pub mod admin;

@@ -1,6 +1,7 @@
 //! THE SEAM: owned-buffer streams, listeners, connect, spawn and timers over two drivers.
 //!
-//! - `uring`: completion-based io_uring through compio (see `uring/`, `kernel-notes.md`).
+//! - `uring`: completion-based io_uring, ringway's own driver on the `io-uring` crate (see
+//!   `uring/`, `kernel-notes.md`).
 //! - `epoll`: readiness-based tokio `current_thread`, one runtime per shard (see `epoll.rs`).
 //!
 //! Everything above this module is driver-agnostic: it sees [`Stream`], [`Listener`],
@@ -41,7 +42,7 @@ pub use uring::{MAX_IOVECS, UringOptions, buffer_ring_exhausted};
 /// Which I/O driver a shard runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Driver {
-    /// io_uring (completion-based) through compio.
+    /// io_uring (completion-based), ringway's own driver.
     Uring,
     /// epoll (readiness-based) through tokio's current-thread runtime.
     Epoll,
@@ -93,7 +94,7 @@ pub fn current_driver() -> Driver {
 
 /// One shard's event loop.
 pub enum Runtime {
-    /// compio runtime over one io_uring.
+    /// One io_uring and its task executor.
     Uring(uring::Runtime),
     /// tokio current-thread runtime plus the `LocalSet` that runs `!Send` tasks.
     Epoll(epoll::Runtime),

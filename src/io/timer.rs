@@ -1,8 +1,9 @@
 //! The uring driver's timers: one hierarchical timing wheel per shard, millisecond ticks.
 //!
-//! compio keeps its timers in a `BTreeMap` shared through `Rc<RefCell<..>>`, and a fan-out
-//! request arms and cancels half a dozen of them; in a side-by-side profile of `fanout-4` that
-//! bookkeeping cost more than tokio's whole wheel on the epoll driver. Almost every ringway timer
+//! compio, the driver before ringway's own, kept its timers in a `BTreeMap` shared through
+//! `Rc<RefCell<..>>`, and a fan-out request arms and cancels half a dozen of them; in a
+//! side-by-side profile of `fanout-4` that bookkeeping cost more than tokio's whole wheel on the
+//! epoll driver. Almost every ringway timer
 //! is cancelled long before it fires (an idle wait, a call timeout), so arming and cancelling must
 //! be O(1) and allocation-free: entries live in a slab, linked into per-slot lists, with a bitmap
 //! of occupied slots per level so the next deadline is found with a few bit operations.

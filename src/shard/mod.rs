@@ -118,8 +118,8 @@ pub fn start(
     };
     let (listeners, resolved) = bind_all(&config.server.listen, shards, config.server.backlog)?;
     let cpus = allowed_cpus();
-    // compio passes setup flags straight to io_uring_setup, so ask only for what the kernel has
-    // (the probe really tries each flag) and what the config allows.
+    // Ask io_uring_setup only for what the kernel has (the probe really tries each flag) and
+    // what the config allows.
     let feats = match driver {
         Driver::Uring => crate::io::probe::uring_features().ok(),
         Driver::Epoll => None,
