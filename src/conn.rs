@@ -12,7 +12,7 @@
 
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::access_log::Entry;
 use crate::client::{Client, HeadWait, NoHead};
@@ -64,7 +64,7 @@ pub async fn serve(
         };
         first = false;
         scanner.reset();
-        let started = Instant::now();
+        let started = crate::io::now();
         client.begin_request(head.version());
         if client.shard().access_log().is_some() {
             // Only when logging: the head moves into the proxy, so keep method and target.
@@ -83,7 +83,7 @@ pub async fn serve(
                     .await;
             status = 408;
         }
-        let took = started.elapsed();
+        let took = crate::io::now().saturating_duration_since(started);
         client
             .shard()
             .metrics()

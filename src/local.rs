@@ -17,7 +17,14 @@ pub struct ShardLocal {
     draining: LocalEvent,
     access_log: Option<ShardAccessLog>,
     read_bufs: ReadBufs,
+    client_bufs: ReadBufs,
+    scratch_bufs: ReadBufs,
 }
+
+/// Spare client buffers a shard keeps of each kind: the connections active at once, about; an
+/// idle connection gives its buffers back (it holds none while idle), so the lists stay bounded
+/// by this, not by the number of connections.
+const MAX_SPARE_CLIENT_BUFS: usize = 256;
 
 impl ShardLocal {
     /// The state of shard `id`, writing access-log lines to `access_log` when it is on.
@@ -27,6 +34,16 @@ impl ShardLocal {
             draining: LocalEvent::new(),
             access_log,
             read_bufs: ReadBufs::default(),
+            client_bufs: ReadBufs::new(
+                crate::client::READ_BUF_INITIAL,
+                MAX_SPARE_CLIENT_BUFS,
+                4 * crate::client::READ_BUF_INITIAL,
+            ),
+            scratch_bufs: ReadBufs::new(
+                crate::client::SCRATCH_INITIAL,
+                MAX_SPARE_CLIENT_BUFS,
+                4 * crate::client::SCRATCH_INITIAL,
+            ),
         }
     }
 
@@ -53,5 +70,15 @@ impl ShardLocal {
     /// Spare backend read buffers.
     pub fn read_bufs(&self) -> &ReadBufs {
         &self.read_bufs
+    }
+
+    /// Spare client request read buffers.
+    pub fn client_bufs(&self) -> &ReadBufs {
+        &self.client_bufs
+    }
+
+    /// Spare client head scratch buffers.
+    pub fn scratch_bufs(&self) -> &ReadBufs {
+        &self.scratch_bufs
     }
 }

@@ -22,7 +22,9 @@ pub(super) fn is_json(body: &[Bytes]) -> bool {
 /// A JSON body goes in as its own `Bytes` (no copy); an empty body, or one of another type, goes
 /// in as a JSON string; a failed call as `null`.
 pub(super) fn assemble<'p>(plan: &'p FanoutPlan, results: &Results) -> (Vec<Bytes>, Vec<&'p str>) {
-    let mut parts: Vec<Bytes> = Vec::with_capacity(plan.calls.len() * 2 + 1);
+    // Slot 0 is the head's, filled by `write_answer`: one Vec for the whole write.
+    let mut parts: Vec<Bytes> = Vec::with_capacity(plan.calls.len() * 2 + 2);
+    parts.push(Bytes::new());
     let mut partial = Vec::new();
     for (c, r) in plan.calls.iter().zip(results) {
         parts.push(c.key.clone());
@@ -54,7 +56,8 @@ pub(super) fn error_body(code: &str, call: &str, upstream: &str) -> Vec<Bytes> {
     body.put_slice(b"\",\"upstream\":\"");
     body.put_slice(upstream.as_bytes());
     body.put_slice(b"\"}\n");
-    vec![body.freeze()]
+    // Slot 0 is the head's (see `assemble`).
+    vec![Bytes::new(), body.freeze()]
 }
 
 /// Writes the answer's head into `out`: status line, Content-Type, Content-Length (`len`, the
@@ -135,22 +138,25 @@ pub(super) fn write_head(
 pub(super) async fn write_answer(
     stream: &mut Stream,
     head: Bytes,
-    body: Vec<Bytes>,
+    mut body: Vec<Bytes>,
     head_only: bool,
     idle: Duration,
 ) -> std::io::Result<()> {
-    let mut parts = Vec::with_capacity(1 + body.len().min(ANSWER_BATCH));
-    parts.push(head);
+    // `body[0]` is the slot `assemble` and `error_body` keep for the head.
+    body[0] = head;
     if head_only {
-        return write_within(stream, parts, idle).await;
+        body.truncate(1);
+        return write_within(stream, body, idle).await;
     }
-    audit::written(&body);
+    audit::written(&body[1..]);
+    if body.len() <= ANSWER_BATCH {
+        return write_within(stream, body, idle).await;
+    }
     let mut rest = body.into_iter().filter(|b| !b.is_empty()).peekable();
     // Bounded: each turn writes up to ANSWER_BATCH pieces and the body has finitely many.
     loop {
-        let room = ANSWER_BATCH - parts.len();
-        parts.extend(rest.by_ref().take(room));
-        write_within(stream, std::mem::take(&mut parts), idle).await?;
+        let parts: Vec<Bytes> = rest.by_ref().take(ANSWER_BATCH).collect();
+        write_within(stream, parts, idle).await?;
         if rest.peek().is_none() {
             return Ok(());
         }

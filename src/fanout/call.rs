@@ -11,19 +11,22 @@ use super::answer::is_json;
 use super::{CallResult, FanoutPlan, MAX_CALL_BODY};
 use crate::error::{Error, Kind};
 use crate::http::{self, BodyDecoder, Interim, Limits, Method, RequestHead, ResponseHead};
-use crate::upstream::{Attempt, Exchange, Head, UPSTREAM_READ_BUF, UpstreamGroup};
+use crate::io::Pieces;
+use crate::upstream::{Attempt, Exchange, Head, ReadBufs, UpstreamGroup};
 
-/// Builds every call's request head into one buffer (one allocation for all of them), split into
-/// one `Bytes` per call ([`http::write_subrequest_head`]: GET, Host the upstream's name, the
+/// Builds every call's request head into `out` (a shard's spare buffer: one for all of them,
+/// returned with the heads so it can go back once the calls ended), split into one `Bytes` per
+/// call ([`http::write_subrequest_head`]: GET, Host the upstream's name, the
 /// forwarded headers, X-Forwarded-For, X-Forwarded-Proto, Via).
 pub(super) fn call_requests(
     plan: &FanoutPlan,
     head: &RequestHead,
     ip: IpAddr,
     upstreams: &[UpstreamGroup],
-) -> Vec<Bytes> {
-    let mut out = BytesMut::with_capacity(256 * plan.calls.len());
-    let mut reqs = Vec::with_capacity(plan.calls.len());
+    mut out: BytesMut,
+) -> (Requests, BytesMut) {
+    out.reserve(256 * plan.calls.len());
+    let mut reqs = Requests::new();
     for call in &plan.calls {
         let forward = |name: &[u8]| {
             call.forward_headers
@@ -34,12 +37,20 @@ pub(super) fn call_requests(
         http::write_subrequest_head(&mut out, head, call.path.as_bytes(), host, ip, forward);
         reqs.push(out.split().freeze());
     }
-    reqs
+    (reqs, out)
 }
+
+/// Every call's request head, in call order (inline for up to eight calls).
+pub(super) type Requests = smallvec::SmallVec<[Bytes; 8]>;
 
 /// Runs one call to completion (the caller bounds it in time), over the upstream exchange: its
 /// endpoint choice, and its retry rule (a call is a GET, always resendable).
-pub(super) async fn run_call(group: &UpstreamGroup, req: Bytes, limits: &Limits) -> CallResult {
+pub(super) async fn run_call(
+    group: &UpstreamGroup,
+    req: Bytes,
+    limits: &Limits,
+    bufs: &ReadBufs,
+) -> CallResult {
     let mut ex = Exchange::new(group);
     // Bounded: each pass returns or uses the exchange's single stale-connection retry.
     loop {
@@ -47,14 +58,15 @@ pub(super) async fn run_call(group: &UpstreamGroup, req: Bytes, limits: &Limits)
             Ok(a) => a,
             Err(e) => return CallResult::failed(&e),
         };
-        let (resp, body, reusable) = match exchange(&mut attempt, req.clone(), limits).await {
-            Ok(r) => r,
-            Err(e) if ex.retry(&e, &attempt, true) => continue,
-            Err(e) => {
-                ex.failed(&attempt, &e);
-                return CallResult::failed(&e);
-            }
-        };
+        let (resp, body, buf, reusable) =
+            match exchange(&mut attempt, req.clone(), limits, bufs).await {
+                Ok(r) => r,
+                Err(e) if ex.retry(&e, &attempt, true) => continue,
+                Err(e) => {
+                    ex.failed(&attempt, &e);
+                    return CallResult::failed(&e);
+                }
+            };
         ex.succeeded(&attempt);
         let status = resp.status();
         if reusable {
@@ -69,7 +81,12 @@ pub(super) async fn run_call(group: &UpstreamGroup, req: Bytes, limits: &Limits)
             tracing::debug!(upstream = %group.name, "fan-out call: JSON-typed body is not JSON");
             return CallResult::BadResponse;
         }
-        return CallResult::Ok { status, body, json };
+        return CallResult::Ok {
+            status,
+            body,
+            json,
+            buf,
+        };
     }
 }
 
@@ -90,9 +107,10 @@ async fn exchange(
     attempt: &mut Attempt,
     req: Bytes,
     limits: &Limits,
-) -> Result<(ResponseHead, Vec<Bytes>, bool), Error> {
+    bufs: &ReadBufs,
+) -> Result<(ResponseHead, Pieces, BytesMut, bool), Error> {
     attempt.send_one(req).await?;
-    let mut buf = BytesMut::with_capacity(UPSTREAM_READ_BUF);
+    let mut buf = bufs.take();
     let head = attempt
         .read_head(&mut buf, Method::Get, limits, None, call_interim)
         .await?;
@@ -104,7 +122,7 @@ async fn exchange(
         )));
     }
     let mut decoder = BodyDecoder::for_response(resp.framing()).with_limit(MAX_CALL_BODY);
-    let mut body = Vec::new();
+    let mut body = Pieces::new();
     // Bounded: each turn reads at least one byte, and the decoder refuses more than
     // MAX_CALL_BODY bytes of data.
     loop {
@@ -128,5 +146,5 @@ async fn exchange(
     // Bytes after the response (unsolicited, or a broken backend) make the connection unusable,
     // though this response is complete.
     let reusable = buf.is_empty() && resp.keep_alive();
-    Ok((resp, body, reusable))
+    Ok((resp, body, buf, reusable))
 }

@@ -36,7 +36,7 @@ use crate::error::{Error, Kind};
 use crate::http::{BodyFraming, ConnAfter, Limits, Method, RequestHead};
 use crate::io;
 use crate::metrics::{CallOutcome, UpstreamOutcome};
-use crate::upstream::UpstreamGroup;
+use crate::upstream::{ReadBufs, UpstreamGroup};
 
 /// How often an in-flight fan-out checks whether its client hung up. One non-blocking
 /// `recv(MSG_PEEK)` per tick: cheap, and a read would risk swallowing pipelined bytes.
@@ -56,7 +56,7 @@ pub mod plan;
 pub use plan::{CallPlan, FanoutPlan};
 
 use answer::{assemble, error_body, write_answer, write_head};
-use call::{call_requests, run_call};
+use call::{Requests, call_requests, run_call};
 
 /// How one call ended.
 #[derive(Debug)]
@@ -64,8 +64,11 @@ enum CallResult {
     /// 2xx with a body that can be embedded: the body pieces and whether it is JSON.
     Ok {
         status: u16,
-        body: Vec<Bytes>,
+        body: crate::io::Pieces,
         json: bool,
+        /// The read buffer the body pieces were split from, back to the shard's spare list once
+        /// the answer is written (see [`recycle`]).
+        buf: bytes::BytesMut,
     },
     /// A complete response outside 2xx.
     Status(u16),
@@ -134,7 +137,7 @@ struct Finished {
 }
 
 /// Results in declaration order; `None` for a call that was cancelled before it ended.
-type Results = Vec<Option<Finished>>;
+type Results = smallvec::SmallVec<[Option<Finished>; 8]>;
 
 /// How the concurrent phase ended.
 enum Gathered {
@@ -176,16 +179,24 @@ pub async fn serve(
             .await;
         return (405, if r.is_ok() { after } else { ConnAfter::Close });
     }
-    let started = Instant::now();
+    let started = crate::io::now();
     let deadline = started + plan.timeout;
     let limits = Limits {
         max_head_bytes: config.limits.max_head_bytes.max(16 * 1024),
         max_headers: config.limits.max_headers,
     };
-    let reqs = call_requests(plan, &head, client.ip(), upstreams);
+    let shard = client.shard_rc();
+    let (reqs, heads_buf) = call_requests(
+        plan,
+        &head,
+        client.ip(),
+        upstreams,
+        shard.scratch_bufs().take(),
+    );
     let gathered = gather(
         plan,
         upstreams,
+        shard.read_bufs(),
         reqs,
         limits,
         deadline,
@@ -195,7 +206,9 @@ pub async fn serve(
         || client.peer_closed(),
     )
     .await;
-    let (results, failed_required, gone) = match gathered {
+    // Every call ended or was dropped, and with it its copy of its request head.
+    shard.scratch_bufs().put_back(heads_buf);
+    let (mut results, failed_required, gone) = match gathered {
         Gathered::Done {
             results,
             failed_required,
@@ -252,7 +265,7 @@ pub async fn serve(
             len,
             plan,
             &results,
-            started.elapsed(),
+            crate::io::now().saturating_duration_since(started),
             &partial,
             after,
             version,
@@ -265,7 +278,20 @@ pub async fn serve(
     let (stream, count) = client.stream_and_count();
     *count += (head_bytes.len() + if head_only { 0 } else { len }) as u64;
     let r = write_answer(stream, head_bytes, body, head_only, idle).await;
+    recycle(&mut results, shard.read_bufs());
     (status, if r.is_ok() { after } else { ConnAfter::Close })
+}
+
+/// Gives the calls' read buffers back to the shard once the answer holding their pieces was
+/// written: each call's pieces are dropped first, so the buffer is only kept when nothing points
+/// into it any more (`ReadBufs::put_back` checks).
+fn recycle(results: &mut Results, bufs: &ReadBufs) {
+    for r in results.iter_mut().flatten() {
+        if let CallResult::Ok { body, buf, .. } = &mut r.result {
+            body.clear();
+            bufs.put_back(std::mem::take(buf));
+        }
+    }
 }
 
 /// Runs every call of `plan` concurrently until all have ended, a required one failed, or the
@@ -290,20 +316,28 @@ pub async fn serve(
 async fn gather(
     plan: &FanoutPlan,
     upstreams: &[UpstreamGroup],
-    reqs: Vec<Bytes>,
+    bufs: &ReadBufs,
+    reqs: Requests,
     limits: Limits,
     deadline: Instant,
     mut client_gone: impl FnMut() -> bool,
 ) -> Gathered {
-    let started = Instant::now();
+    let started = crate::io::now();
     let mut results: Results = plan.calls.iter().map(|_| None).collect();
     let call_deadline = |i: usize| deadline.min(started + plan.calls[i].timeout);
     let limits = &limits;
-    let mut calls: Vec<_> = plan
+    let mut calls: smallvec::SmallVec<[_; 8]> = plan
         .calls
         .iter()
         .zip(reqs)
-        .map(|(call, req)| Some(Box::pin(run_call(&upstreams[call.upstream], req, limits))))
+        .map(|(call, req)| {
+            Some(Box::pin(run_call(
+                &upstreams[call.upstream],
+                req,
+                limits,
+                bufs,
+            )))
+        })
         .collect();
     let mut pending = calls.len();
     let mut next_check = started + CLIENT_GONE_POLL;
@@ -335,7 +369,7 @@ async fn gather(
                 let failed = !result.is_ok();
                 results[i] = Some(Finished {
                     result,
-                    took: started.elapsed(),
+                    took: crate::io::now().saturating_duration_since(started),
                 });
                 if failed && plan.calls[i].required {
                     return Poll::Ready(Gathered::Done {
@@ -353,7 +387,7 @@ async fn gather(
             if timer.as_mut().poll(cx).is_pending() {
                 return Poll::Pending;
             }
-            let now = Instant::now();
+            let now = crate::io::now();
             for (i, slot) in calls.iter_mut().enumerate() {
                 if slot.is_none() || call_deadline(i) > now {
                     continue;
@@ -362,7 +396,7 @@ async fn gather(
                 pending -= 1;
                 results[i] = Some(Finished {
                     result: CallResult::Timeout,
-                    took: started.elapsed(),
+                    took: crate::io::now().saturating_duration_since(started),
                 });
                 if plan.calls[i].required {
                     return Poll::Ready(Gathered::Done {

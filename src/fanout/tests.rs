@@ -163,7 +163,13 @@ fn call_heads_carry_query_forwarded_headers_and_proxy_fields() {
         "X-Forwarded-For: 10.0.0.1\r\nX-Forwarded-For: 10.0.0.2\r\nVia: 1.0 edge\r\n",
         "Content-Length: 0\r\n\r\n",
     ));
-    let reqs = call_requests(&plan, &head, "192.0.2.7".parse().unwrap(), &groups);
+    let (reqs, _) = call_requests(
+        &plan,
+        &head,
+        "192.0.2.7".parse().unwrap(),
+        &groups,
+        BytesMut::new(),
+    );
     assert_eq!(reqs.len(), 2);
     let a = std::str::from_utf8(&reqs[0]).unwrap();
     assert_eq!(
@@ -181,7 +187,13 @@ fn call_heads_carry_query_forwarded_headers_and_proxy_fields() {
         "{b}"
     );
     let plain = parse_head("GET /page HTTP/1.0\r\n\r\n");
-    let reqs = call_requests(&plan, &plain, "127.0.0.1".parse().unwrap(), &groups);
+    let (reqs, _) = call_requests(
+        &plan,
+        &plain,
+        "127.0.0.1".parse().unwrap(),
+        &groups,
+        BytesMut::new(),
+    );
     let a = std::str::from_utf8(&reqs[0]).unwrap();
     assert_eq!(
         a,
@@ -205,12 +217,13 @@ fn answer_head_lists_every_call_in_order() {
         &[],
     );
     let ms = Duration::from_millis;
-    let results: Results = vec![
+    let results: Results = smallvec::smallvec![
         Some(Finished {
             result: CallResult::Ok {
                 status: 200,
-                body: vec![],
+                body: Default::default(),
                 json: true,
+                buf: BytesMut::new(),
             },
             took: ms(12),
         }),
@@ -225,8 +238,9 @@ fn answer_head_lists_every_call_in_order() {
         Some(Finished {
             result: CallResult::Ok {
                 status: 203,
-                body: vec![],
+                body: Default::default(),
                 json: false,
+                buf: BytesMut::new(),
             },
             took: ms(0),
         }),

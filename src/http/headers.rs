@@ -37,6 +37,79 @@ pub(crate) struct HeaderRange {
     pub value: Span,
 }
 
+/// A head's field ranges, in a `Vec` recycled through a per-thread free list: parsing a head
+/// allocates nothing in steady state, and a head stays small (inline storage would be paid in
+/// every connection task's state, idle ones included).
+#[derive(Debug, Default)]
+pub(crate) struct HeaderRanges(Vec<HeaderRange>);
+
+/// Most spare range lists a thread keeps, and the largest kept (fields).
+const MAX_SPARE_RANGES: usize = 256;
+const MAX_KEPT_FIELDS: usize = 128;
+
+thread_local! {
+    static SPARE_RANGES: std::cell::RefCell<Vec<Vec<HeaderRange>>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+impl HeaderRanges {
+    /// An empty list, a spare one if the thread has any.
+    pub(crate) fn new() -> HeaderRanges {
+        let v = SPARE_RANGES
+            .try_with(|s| s.borrow_mut().pop())
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        HeaderRanges(v)
+    }
+
+    pub(crate) fn reserve_exact(&mut self, n: usize) {
+        self.0.reserve_exact(n);
+    }
+
+    pub(crate) fn push(&mut self, r: HeaderRange) {
+        self.0.push(r);
+    }
+}
+
+impl std::ops::Deref for HeaderRanges {
+    type Target = [HeaderRange];
+    fn deref(&self) -> &[HeaderRange] {
+        &self.0
+    }
+}
+
+impl PartialEq for HeaderRanges {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0
+    }
+}
+
+impl Clone for HeaderRanges {
+    fn clone(&self) -> Self {
+        let mut c = HeaderRanges::new();
+        c.0.extend_from_slice(&self.0);
+        c
+    }
+}
+
+impl Drop for HeaderRanges {
+    fn drop(&mut self) {
+        let mut v = std::mem::take(&mut self.0);
+        if v.capacity() == 0 || v.capacity() > MAX_KEPT_FIELDS {
+            return;
+        }
+        v.clear();
+        // At thread exit the list may be gone: the Vec is simply freed then.
+        let _ = SPARE_RANGES.try_with(|s| {
+            let mut s = s.borrow_mut();
+            if s.len() < MAX_SPARE_RANGES {
+                s.push(v);
+            }
+        });
+    }
+}
+
 /// Iterator over a head's field lines as `(name, value)` byte slices, in wire order.
 ///
 /// Names keep the case they were sent in; compare with `eq_ignore_ascii_case`.
@@ -211,7 +284,7 @@ fn merge_content_length(acc: &mut Option<u64>, value: &[u8]) -> Result<(), Error
 pub(crate) fn collect(
     base: &[u8],
     fields: &[httparse::Header<'_>],
-    out: &mut Vec<HeaderRange>,
+    out: &mut HeaderRanges,
 ) -> Result<Facts, ErrorKind> {
     let mut facts = Facts::default();
     out.reserve_exact(fields.len());

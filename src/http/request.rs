@@ -11,7 +11,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::error::{ErrorKind, HttpError};
 use super::framing::{BodyFraming, request_framing};
-use super::headers::{self, Facts, HeaderRange, Headers, Span};
+use super::headers::{self, Facts, HeaderRange, HeaderRanges, Headers, Span};
 use super::normalize::{TargetPolicy, normalize_path};
 pub use super::target::TargetForm;
 use super::target::{is_valid_host, parse_target};
@@ -105,7 +105,7 @@ pub struct RequestHead {
     query: Option<Span>,
     host: Option<Span>,
     version: Version,
-    headers: Vec<HeaderRange>,
+    headers: HeaderRanges,
     pub(crate) facts: Facts,
     framing: BodyFraming,
 }
@@ -319,7 +319,7 @@ fn parse_in_place(
         None => None,
     };
 
-    let mut ranges = Vec::new();
+    let mut ranges = HeaderRanges::new();
     let facts = headers::collect(head, req.headers, &mut ranges)?;
     // RFC 9112 §3.2: 400 for a missing Host on HTTP/1.1, several Host lines, or an invalid one.
     if facts.host_count > 1 {

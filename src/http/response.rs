@@ -10,7 +10,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::error::{ErrorKind, HttpError};
 use super::framing::{BodyFraming, response_framing};
-use super::headers::{self, Facts, HeaderRange, Headers, Span, list, trim_ows};
+use super::headers::{self, Facts, HeaderRange, HeaderRanges, Headers, Span, list, trim_ows};
 use super::{HeadScanner, Limits, MAX_HEADERS_CAP, Method, Status, Version};
 
 /// Most interim (1xx) heads accepted before a final response, for proxied requests and fan-out
@@ -41,7 +41,7 @@ pub struct ResponseHead {
     version: Version,
     status: u16,
     reason: Span,
-    headers: Vec<HeaderRange>,
+    headers: HeaderRanges,
     pub(crate) facts: Facts,
     framing: BodyFraming,
     request_method: Method,
@@ -262,7 +262,7 @@ fn parse_in_place(
             end: line_end as u32,
         }
     };
-    let mut ranges = Vec::new();
+    let mut ranges = HeaderRanges::new();
     let facts = headers::collect(head, res.headers, &mut ranges)?;
     let framing = response_framing(
         version,

@@ -83,9 +83,11 @@ impl Stream {
     /// bytes first): an idle connection costs no receive buffer.
     pub async fn read_idle(
         &mut self,
-        mut buf: BytesMut,
+        take: impl FnOnce() -> BytesMut,
         min_cap: usize,
     ) -> (io::Result<usize>, BytesMut) {
+        let mut take = Some(take);
+        let mut buf = BytesMut::new();
         loop {
             let ready = match self {
                 Stream::Tcp(s) => s.readable().await,
@@ -93,6 +95,9 @@ impl Stream {
             };
             if let Err(e) = ready {
                 return (Err(e), buf);
+            }
+            if let Some(take) = take.take() {
+                buf = take();
             }
             if buf.capacity() - buf.len() < min_cap {
                 buf.reserve(min_cap);
@@ -121,7 +126,7 @@ impl Stream {
         }
     }
 
-    pub async fn write_vectored_all(&mut self, mut bufs: Vec<Bytes>) -> io::Result<()> {
+    pub async fn write_vectored_all(&mut self, mut bufs: super::Pieces) -> io::Result<()> {
         let mut first = 0;
         while first < bufs.len() {
             let n = {

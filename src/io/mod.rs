@@ -39,6 +39,10 @@ pub use event::LocalEvent;
 pub use timeout::{Elapsed, Timeout, timeout, timeout_at};
 pub use uring::{MAX_IOVECS, UringOptions, buffer_ring_exhausted};
 
+/// The buffers of one vectored write: inline up to four (a head and a few body pieces, what
+/// nearly every write has), so building one allocates nothing.
+pub type Pieces = smallvec::SmallVec<[Bytes; 4]>;
+
 /// Which I/O driver a shard runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Driver {
@@ -92,6 +96,13 @@ pub fn current_driver() -> Driver {
         .expect("ringway io used outside a shard runtime")
 }
 
+/// The driver of the shard event loop this thread runs, if any (inside [`Runtime::block_on`]).
+/// Reads a `const` thread-local and never allocates, so a counting global allocator may call it
+/// (the allocation test counts what each driver's shard threads allocate).
+pub fn shard_driver() -> Option<Driver> {
+    CURRENT.try_with(Cell::get).ok().flatten()
+}
+
 /// One shard's event loop.
 pub enum Runtime {
     /// One io_uring and its task executor.
@@ -143,6 +154,15 @@ pub fn spawn<F: Future<Output = ()> + 'static>(fut: F) {
     }
 }
 
+/// The shard's clock: on `uring` read once per loop turn (deadlines and request durations come
+/// from it, as nginx's cached time), on `epoll` the real clock.
+pub fn now() -> Instant {
+    match CURRENT.with(Cell::get) {
+        Some(Driver::Uring) => uring::now(),
+        _ => Instant::now(),
+    }
+}
+
 /// Waits for `dur`.
 pub async fn sleep(dur: Duration) {
     sleep_until(deadline_after(dur)).await
@@ -150,7 +170,7 @@ pub async fn sleep(dur: Duration) {
 
 /// `dur` from now; a duration too long for `Instant` means about 30 years (never, in practice).
 fn deadline_after(dur: Duration) -> Instant {
-    let now = Instant::now();
+    let now = now();
     now.checked_add(dur)
         .unwrap_or_else(|| now + Duration::from_secs(30 * 365 * 86_400))
 }
@@ -226,16 +246,17 @@ impl Stream {
     /// Like [`Stream::read`], for a connection with nothing buffered that may stay silent for
     /// long (a keepalive client between requests): no receive buffer is held while waiting.
     /// io_uring takes one from the shard's provided-buffer ring when bytes arrive (5.19+, copied
-    /// out and given back at once); epoll waits for readiness first. `buf` is grown to `min_cap`
-    /// spare bytes only once data is there.
+    /// out and given back at once); epoll waits for readiness first. The buffer is asked of
+    /// `take` only once data is there (a shard's spare buffer, see `Client`), and grown to
+    /// `min_cap` spare bytes; on an error or EOF the buffer returned may be a new empty one.
     pub async fn read_idle(
         &mut self,
-        buf: BytesMut,
+        take: impl FnOnce() -> BytesMut,
         min_cap: usize,
     ) -> (io::Result<usize>, BytesMut) {
         match self {
-            Stream::Uring(s) => s.read_idle(buf, min_cap).await,
-            Stream::Epoll(s) => s.read_idle(buf, min_cap).await,
+            Stream::Uring(s) => s.read_idle(take, min_cap).await,
+            Stream::Epoll(s) => s.read_idle(take, min_cap).await,
         }
     }
 
@@ -248,8 +269,10 @@ impl Stream {
     }
 
     /// Writes all of `bufs`, in order, with vectored writes (one `writev`/`sendmsg` when the
-    /// socket takes it all).
-    pub async fn write_vectored_all(&mut self, bufs: Vec<Bytes>) -> io::Result<()> {
+    /// socket takes it all). A [`Pieces`] of up to four buffers costs no allocation; a `Vec`
+    /// converts without copying.
+    pub async fn write_vectored_all(&mut self, bufs: impl Into<Pieces>) -> io::Result<()> {
+        let bufs = bufs.into();
         match self {
             Stream::Uring(s) => s.write_vectored_all(bufs).await,
             Stream::Epoll(s) => s.write_vectored_all(bufs).await,

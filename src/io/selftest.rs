@@ -184,7 +184,7 @@ async fn reuse_check(client: &mut Stream, server: &mut Stream) -> Result<(), Sel
     })
     .await?;
     step("idle read", async {
-        let (res, buf) = client.read_idle(BytesMut::new(), 64).await;
+        let (res, buf) = client.read_idle(BytesMut::new, 64).await;
         match res? {
             1 if &buf[..] == b"x" => Ok(()),
             n => Err(io::Error::other(format!(

@@ -24,7 +24,7 @@
 //! exchange completed cleanly with no byte left over, or fake the end of a response the backend
 //! truncated.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 
@@ -213,7 +213,7 @@ async fn exchange(
 
     let mut sent = Sent::Whole;
     req.written = false;
-    let mut parts = Vec::with_capacity(1 + req.body_parts.len());
+    let mut parts = crate::io::Pieces::new();
     parts.push(req.wire_head.clone());
     parts.extend(req.body_parts.iter().cloned());
     if let Err(e) = attempt.send(parts, Some(req.times.upstream)).await {
@@ -236,7 +236,7 @@ async fn exchange(
     }
 
     let mut ubuf = client.shard().read_bufs().take();
-    let deadline = Instant::now() + req.times.upstream;
+    let deadline = crate::io::now() + req.times.upstream;
     let (version, upgrade) = (req.head.version(), req.head.upgrade().is_some());
     let continue_sent = req.continue_sent;
     let resp = loop {

@@ -219,7 +219,9 @@ pub(super) async fn relay_body(
     first: Bytes,
     times: Deadlines,
 ) -> BodyEnd {
-    let mut out = vec![first];
+    // Inline for a head and a few body pieces: no allocation per response or per read.
+    let mut out = crate::io::Pieces::new();
+    out.push(first);
     let mut head_pending = 1usize;
     // Bounded: every pass reads at least one byte from the backend within `upstream_response`,
     // or ends.
@@ -275,7 +277,7 @@ pub(super) async fn relay_body(
 fn pull(
     d: &mut BodyDecoder,
     buf: &mut BytesMut,
-    out: &mut Vec<Bytes>,
+    out: &mut crate::io::Pieces,
     next: fn(&mut BodyDecoder, &mut BytesMut) -> Result<Option<Bytes>, HttpError>,
 ) -> Result<(), HttpError> {
     // Bounded: each pass takes at least one byte off `buf` or stops.

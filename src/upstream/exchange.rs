@@ -176,7 +176,7 @@ impl Attempt {
     /// # Errors
     /// [`Kind::Io`] or [`Kind::Timeout`], marked as before any response byte: the request was not
     /// (wholly) written, so resending it cannot duplicate it.
-    pub async fn send(&mut self, parts: Vec<Bytes>, limit: Option<Duration>) -> Result<(), Error> {
+    pub async fn send(&mut self, parts: rio::Pieces, limit: Option<Duration>) -> Result<(), Error> {
         let write = self.conn.stream().write_vectored_all(parts);
         let res = match limit {
             Some(limit) => match rio::timeout(limit, write).await {
@@ -238,7 +238,7 @@ impl Attempt {
                     Err(e) => return Err(Error::bad_response(e)),
                 }
             }
-            let limit = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            let limit = deadline.map(|d| d.saturating_duration_since(crate::io::now()));
             let e = match self.read_more(buf, limit).await {
                 Ok(Ok(0)) => io::Error::new(
                     io::ErrorKind::UnexpectedEof,

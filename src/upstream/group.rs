@@ -38,7 +38,9 @@ impl Member {
 
     /// Whether this endpoint is ejected right now.
     pub fn is_ejected(&self) -> bool {
-        self.ejected_until.get().is_some_and(|t| t > Instant::now())
+        self.ejected_until
+            .get()
+            .is_some_and(|t| t > crate::io::now())
     }
 }
 
@@ -109,7 +111,7 @@ impl UpstreamGroup {
     /// Picks an available endpoint other than those in `exclude` (already tried for this
     /// request). None when every candidate is ejected or excluded.
     pub fn pick(&self, exclude: &[usize]) -> Option<(usize, InFlight)> {
-        let now = Instant::now();
+        let now = crate::io::now();
         let n = self.members.len();
         let usable = |i: usize| !exclude.contains(&i) && self.members[i].available(now);
         let idx = match self.balance {
@@ -169,7 +171,7 @@ impl UpstreamGroup {
         m.consecutive_failures.set(n);
         if n >= self.health.fail_threshold && m.ejected_until.get().is_none() {
             m.ejected_until
-                .set(Some(Instant::now() + self.health.eject_for));
+                .set(Some(crate::io::now() + self.health.eject_for));
             tracing::warn!(
                 upstream = %self.name,
                 endpoint = %m.pool.endpoint(),
@@ -184,7 +186,7 @@ impl UpstreamGroup {
 
     /// How long until the earliest ejected endpoint comes back (for Retry-After hints).
     pub fn retry_after(&self) -> Option<Duration> {
-        let now = Instant::now();
+        let now = crate::io::now();
         self.members
             .iter()
             .filter_map(|m| m.ejected_until.get())

@@ -158,7 +158,7 @@ impl Pool {
     }
 
     async fn checkout_inner(self: &Rc<Self>, fresh: bool) -> Result<PooledConn, CheckoutError> {
-        let deadline = Instant::now() + self.cfg.queue_timeout;
+        let deadline = crate::io::now() + self.cfg.queue_timeout;
         loop {
             if !fresh && let Some(stream) = self.pop_idle().await {
                 return Ok(PooledConn::new(self, stream, true));
@@ -199,7 +199,7 @@ impl Pool {
         loop {
             let idle = self.idle.borrow_mut().pop()?;
             let slot = SlotGuard(self);
-            if idle.expires > Instant::now() && idle.stream.quiet_for_reuse().await {
+            if idle.expires > crate::io::now() && idle.stream.quiet_for_reuse().await {
                 std::mem::forget(slot);
                 return Some(idle.stream);
             }
@@ -248,7 +248,7 @@ impl Pool {
         }
         self.idle.borrow_mut().push(Idle {
             stream,
-            expires: Instant::now() + ttl,
+            expires: crate::io::now() + ttl,
         });
         self.start_sweeper();
         self.wake_one();
@@ -284,7 +284,7 @@ impl Pool {
 
     /// How long the sweeper sleeps: until the earliest expiry, at most [`SWEEP_EVERY`].
     fn next_sweep(&self) -> Duration {
-        let now = Instant::now();
+        let now = crate::io::now();
         self.idle
             .borrow()
             .iter()
@@ -313,7 +313,7 @@ impl Pool {
     /// Closes idle connections whose time is up, and those the backend closed or wrote to
     /// meanwhile (the same check as before a reuse). Called by the pool's sweeper task.
     pub fn sweep(&self) {
-        let now = Instant::now();
+        let now = crate::io::now();
         let mut closed = 0;
         self.idle.borrow_mut().retain(|i| {
             let keep = i.expires > now && i.stream.is_quiet();

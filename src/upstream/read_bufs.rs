@@ -1,5 +1,7 @@
-//! A shard's spare backend read buffers, so an exchange does not allocate one (plus the shared
-//! header `bytes` adds at the first split) each time.
+//! A shard's spare read buffers, so an exchange or a client request does not allocate one (plus
+//! the shared header `bytes` adds at the first split) each time. One list per use and size:
+//! backend reads ([`ReadBufs::default`], 16 KiB), client request reads and the client's head
+//! scratch (see `ShardLocal`).
 //!
 //! Zero copy is unchanged: body pieces are still split off the buffer and written as they are.
 //! A buffer goes back only after the exchange, and only the room its handle owns exclusively is
@@ -19,33 +21,60 @@ const MAX_SPARE_READ_BUFS: usize = 64;
 /// Largest spare read buffer kept: one that grew for a big head goes back to the allocator.
 pub(crate) const MAX_SPARE_READ_BUF: usize = 4 * UPSTREAM_READ_BUF;
 
-/// The spare read buffers of one shard (see the module doc).
-#[derive(Default)]
+/// The spare read buffers of one shard, of one size (see the module doc).
 pub struct ReadBufs {
     spare: RefCell<Vec<BytesMut>>,
+    /// Room every buffer handed out has.
+    size: usize,
+    /// Most buffers kept.
+    max_spare: usize,
+    /// Largest buffer kept: one that grew for a big head goes back to the allocator.
+    max_size: usize,
+}
+
+impl Default for ReadBufs {
+    /// Backend read buffers: [`UPSTREAM_READ_BUF`] each, at most [`MAX_SPARE_READ_BUFS`].
+    fn default() -> Self {
+        ReadBufs::new(UPSTREAM_READ_BUF, MAX_SPARE_READ_BUFS, MAX_SPARE_READ_BUF)
+    }
 }
 
 impl ReadBufs {
-    /// An empty read buffer with room for [`UPSTREAM_READ_BUF`] bytes: a spare one if any.
+    /// A list of buffers of `size` bytes, keeping at most `max_spare` of at most `max_size`.
+    pub fn new(size: usize, max_spare: usize, max_size: usize) -> ReadBufs {
+        ReadBufs {
+            spare: RefCell::new(Vec::new()),
+            size,
+            max_spare,
+            max_size,
+        }
+    }
+
+    /// An empty buffer with room for `size` bytes: a spare one if any.
     pub fn take(&self) -> BytesMut {
         self.spare
             .borrow_mut()
             .pop()
-            .unwrap_or_else(|| BytesMut::with_capacity(UPSTREAM_READ_BUF))
+            .unwrap_or_else(|| BytesMut::with_capacity(self.size))
     }
 
-    /// Keeps `buf` for a later exchange, emptied, when it can take a full read without growing.
+    /// Keeps `buf` for later, emptied, when it can take `size` bytes without growing.
     pub fn put_back(&self, mut buf: BytesMut) {
         let mut spare = self.spare.borrow_mut();
-        if spare.len() >= MAX_SPARE_READ_BUFS || buf.capacity() > MAX_SPARE_READ_BUF {
+        if spare.len() >= self.max_spare || buf.capacity() > self.max_size {
             return;
         }
         buf.clear();
         // Checked again after the reclaim: it rewinds the handle over the whole allocation, so
         // only now does `capacity` show a buffer that grew for a big head (and is not kept).
-        if buf.try_reclaim(UPSTREAM_READ_BUF) && buf.capacity() <= MAX_SPARE_READ_BUF {
+        if buf.try_reclaim(self.size) && buf.capacity() <= self.max_size {
             spare.push(buf);
         }
+    }
+
+    /// Buffers on the list now (metrics, tests).
+    pub fn spare(&self) -> usize {
+        self.spare.borrow().len()
     }
 }
 

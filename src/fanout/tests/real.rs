@@ -92,15 +92,31 @@ fn run_fanout(
     });
     let results = rt.block_on(async {
         let mut stream = Stream::from_std_unix(ours).unwrap();
-        let reqs = call_requests(plan, head, "127.0.0.1".parse().unwrap(), groups);
+        let (reqs, _) = call_requests(
+            plan,
+            head,
+            "127.0.0.1".parse().unwrap(),
+            groups,
+            BytesMut::new(),
+        );
         let deadline = Instant::now() + plan.timeout;
-        let Gathered::Done { results, .. } =
-            gather(plan, groups, reqs, Limits::default(), deadline, || false).await
+        let bufs = crate::upstream::ReadBufs::default();
+        let Gathered::Done { results, .. } = gather(
+            plan,
+            groups,
+            &bufs,
+            reqs,
+            Limits::default(),
+            deadline,
+            || false,
+        )
+        .await
         else {
             panic!("the client cannot be gone here");
         };
         let (body, _) = assemble(plan, &results);
-        let written_ptrs: Vec<usize> = body.iter().map(|b| b.as_ptr() as usize).collect();
+        // Slot 0 is the head's (empty here): the audit sees the body pieces after it.
+        let written_ptrs: Vec<usize> = body[1..].iter().map(|b| b.as_ptr() as usize).collect();
         write_answer(
             &mut stream,
             Bytes::new(),
@@ -245,7 +261,15 @@ fn unreachable_optional_is_null_and_required_cancels(driver: Driver) {
     let gathered = rt.block_on(gather(
         &plan,
         &groups,
-        call_requests(&plan, &head, "127.0.0.1".parse().unwrap(), &groups),
+        &crate::upstream::ReadBufs::default(),
+        call_requests(
+            &plan,
+            &head,
+            "127.0.0.1".parse().unwrap(),
+            &groups,
+            BytesMut::new(),
+        )
+        .0,
         Limits::default(),
         Instant::now() + plan.timeout,
         || false,
@@ -280,7 +304,15 @@ fn gone_client_cancels_every_call(driver: Driver) {
         gather(
             &plan,
             &groups,
-            call_requests(&plan, &head, "127.0.0.1".parse().unwrap(), &groups),
+            &crate::upstream::ReadBufs::default(),
+            call_requests(
+                &plan,
+                &head,
+                "127.0.0.1".parse().unwrap(),
+                &groups,
+                BytesMut::new(),
+            )
+            .0,
             Limits::default(),
             Instant::now() + plan.timeout,
             // The client "hangs up" after 100 ms; gather must notice at its next check.

@@ -236,8 +236,21 @@ impl Drop for Runtime {
 
 /// Drops every task, waits for their operations' final completions, closes the ring.
 fn shutdown() {
+    NOW.set(None);
     exec::drop_all_tasks();
     ring::uninstall();
+}
+
+thread_local! {
+    /// The clock as read once per loop turn, after the wait: deadlines and durations on this
+    /// shard are computed from it (as nginx's `ngx_current_msec`), so a turn reads the clock once
+    /// however many timers its tasks arm.
+    static NOW: Cell<Option<std::time::Instant>> = const { Cell::new(None) };
+}
+
+/// This turn's clock (see `NOW`); the real clock outside a running loop.
+pub fn now() -> std::time::Instant {
+    NOW.get().unwrap_or_else(std::time::Instant::now)
 }
 
 /// The loop of [`Runtime::block_on`].
@@ -245,6 +258,10 @@ fn run_loop<F: Future>(fut: F) -> F::Output {
     let mut fut = std::pin::pin!(fut);
     let mut due = Vec::new();
     let mut first = true;
+    // The wheel first (its first use reads the clock), then the turn's clock: a deadline taken
+    // from `NOW` must never be behind the wheel's own time, or it would fire at once.
+    TIMERS.with_borrow(Wheel::armed);
+    NOW.set(Some(std::time::Instant::now()));
     // Bounded by the future: the shard's main future ends when it drains.
     loop {
         if let std::task::Poll::Ready(out) = exec::poll_main(fut.as_mut(), first) {
@@ -266,7 +283,9 @@ fn run_loop<F: Future>(fut: F) -> F::Output {
         if let Err(e) = res {
             panic!("io_uring wait failed: {e}");
         }
-        fire_due_timers(&mut due);
+        let now = std::time::Instant::now();
+        NOW.set(Some(now));
+        fire_due_timers(now, &mut due);
     }
 }
 
@@ -276,10 +295,10 @@ thread_local! {
 }
 
 /// Fires the timers that are due, waking their tasks outside the wheel's borrow.
-fn fire_due_timers(due: &mut Vec<std::task::Waker>) {
+fn fire_due_timers(now: std::time::Instant, due: &mut Vec<std::task::Waker>) {
     TIMERS.with_borrow_mut(|w| {
         if w.armed() > 0 {
-            w.advance(std::time::Instant::now(), due);
+            w.advance(now, due);
         }
     });
     due.drain(..).for_each(std::task::Waker::wake);

@@ -187,7 +187,8 @@ impl Ring {
         if let Some(d) = deadline
             && self.timer_armed.is_none_or(|armed| d < armed)
         {
-            let left = d.saturating_duration_since(Instant::now());
+            // From the turn's clock: one read per turn (the wait is at most a turn late).
+            let left = d.saturating_duration_since(super::now());
             *self.timespec = types::Timespec::from(left);
             let entry = opcode::Timeout::new(&*self.timespec as *const _)
                 .build()

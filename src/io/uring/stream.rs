@@ -96,13 +96,13 @@ impl Stream {
     }
 
     /// Waits for data holding no buffer: the kernel takes one from the shard's provided-buffer
-    /// ring when bytes arrive; they are copied into `buf` (grown to `min_cap` spare bytes) and the
-    /// ring buffer goes straight back. Without a ring (kernels before 5.19, or switched off), or
+    /// ring when bytes arrive; they are copied into the buffer `take` gives then (grown to `min_cap`
+    /// spare bytes) and the ring buffer goes straight back. Without a ring (kernels before 5.19, or switched off), or
     /// when it ran dry (`ENOBUFS`), a poll for readability (IORING_OP_POLL_ADD, 5.1) and then an
     /// ordinary read: still no buffer while idle, for one more operation per read.
     pub async fn read_idle(
         &mut self,
-        mut buf: BytesMut,
+        take: impl FnOnce() -> BytesMut,
         min_cap: usize,
     ) -> (io::Result<usize>, BytesMut) {
         if BUFFER_RING.get() {
@@ -117,6 +117,7 @@ impl Stream {
             match (res, bid) {
                 (n, Some(bid)) if n > 0 => {
                     let n = n as usize;
+                    let mut buf = take();
                     buf.reserve(min_cap.max(n));
                     with_ring(|r| {
                         let bufs = r.bufs.as_mut().expect("a ring buffer was selected");
@@ -129,20 +130,21 @@ impl Stream {
                     if let Some(bid) = bid {
                         with_ring(|r| r.bufs.as_mut().map(|b| b.give_back(bid)));
                     }
-                    return (Ok(0), buf);
+                    return (Ok(0), BytesMut::new());
                 }
                 (e, _) if -e == libc::ENOBUFS => {
                     RING_EXHAUSTED.set(RING_EXHAUSTED.get() + 1);
                 }
-                (e, _) => return (Err(io::Error::from_raw_os_error(-e)), buf),
+                (e, _) => return (Err(io::Error::from_raw_os_error(-e)), BytesMut::new()),
             }
         }
         let entry = opcode::PollAdd::new(self.raw(), libc::POLLIN as u32).build();
         // SAFETY: POLL_ADD names only the fd, which the op's data keeps open.
         let (res, _, _) = unsafe { Op::submit(entry, self.fd.clone()) }.await;
         if let Err(e) = result(res) {
-            return (Err(e), buf);
+            return (Err(e), BytesMut::new());
         }
+        let mut buf = take();
         if buf.capacity() - buf.len() < min_cap {
             buf.reserve(min_cap);
         }
@@ -155,7 +157,7 @@ impl Stream {
 
     /// Writes every buffer with SENDMSG, as many iovecs per op as the kernel takes
     /// ([`MAX_IOVECS`]), resubmitting after a short write.
-    pub async fn write_vectored_all(&mut self, bufs: Vec<Bytes>) -> io::Result<()> {
+    pub async fn write_vectored_all(&mut self, bufs: crate::io::Pieces) -> io::Result<()> {
         let mut v = self.iovecs.take().unwrap_or_else(|| {
             Box::new(IoVecs {
                 // SAFETY: an all-zero msghdr is a valid empty one.
@@ -164,8 +166,9 @@ impl Stream {
                 bufs: Vec::new(),
             })
         });
-        v.bufs = bufs;
-        v.bufs.retain(|b| !b.is_empty());
+        // Moved into the kept Vec (no allocation once it has grown): the op owns them.
+        v.bufs.clear();
+        v.bufs.extend(bufs.into_iter().filter(|b| !b.is_empty()));
         let mut first = 0;
         // Bounded: each turn writes at least one byte (a zero-byte write is an error) of a
         // finite total.

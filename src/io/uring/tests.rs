@@ -169,7 +169,7 @@ fn echo_on(opts: &UringOptions, what: &str) {
     rt.block_on(async {
         let (mut s, mut p) = pair();
         p.write_all(b"ping").unwrap();
-        let (r, buf) = s.read_idle(BytesMut::new(), 64).await;
+        let (r, buf) = s.read_idle(BytesMut::new, 64).await;
         assert_eq!(r.unwrap(), 4, "{what}");
         assert_eq!(&buf[..], b"ping", "{what}");
         s.write_all(Bytes::from_static(b"pong")).await.unwrap();
@@ -219,8 +219,8 @@ fn buffer_ring_exhaustion_falls_back_to_an_ordinary_read() {
         let (mut b, mut pb) = pair();
         pa.write_all(b"first").unwrap();
         pb.write_all(b"second").unwrap();
-        let ra = a.read_idle(BytesMut::new(), 64);
-        let rb = b.read_idle(BytesMut::new(), 64);
+        let ra = a.read_idle(BytesMut::new, 64);
+        let rb = b.read_idle(BytesMut::new, 64);
         let ((ra, ba), (rb, bb)) = futures_util::join!(ra, rb);
         assert_eq!((ra.unwrap(), &ba[..]), (5, &b"first"[..]));
         assert_eq!((rb.unwrap(), &bb[..]), (6, &b"second"[..]));
@@ -268,7 +268,7 @@ fn short_sends_are_resubmitted_in_order() {
             .step_by(3333)
             .map(|i| body.slice(i..(i + 3333).min(body.len())))
             .collect();
-        s.write_vectored_all(parts).await.unwrap();
+        s.write_vectored_all(parts.into()).await.unwrap();
         reader.join().expect("reader");
     });
 }
@@ -318,7 +318,7 @@ fn a_panicking_task_closes_every_tasks_sockets() {
                 let _ = a.read(BytesMut::with_capacity(8)).await;
             });
             spawn(async move {
-                let _ = b.read_idle(BytesMut::new(), 8).await;
+                let _ = b.read_idle(BytesMut::new, 8).await;
                 unreachable!("nothing is sent");
             });
             spawn(async {
