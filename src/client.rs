@@ -387,7 +387,7 @@ impl Client {
                 // Boxed: a head split over reads is rare, and inline this read state would grow
                 // every connection's task (an idle connection's memory) by its size.
                 Some(deadline) => {
-                    match Box::pin(rio::timeout_at(deadline, self.read_raw())).await {
+                    match rio::boxed(rio::timeout_at(deadline, self.read_raw())).await {
                         Ok(r) => r,
                         Err(_) => return Err(NoHead::Timeout),
                     }
@@ -408,7 +408,7 @@ impl Client {
                     // every connection's task by ~600 bytes more than the boxes weigh (measured
                     // with tests/resources.rs: 3.3 -> 3.9 KB per idle connection), and idle
                     // memory is the scarcer budget.
-                    match select(Box::pin(read), Box::pin(drain)).await {
+                    match select(rio::boxed(read), rio::boxed(drain)).await {
                         Either::Left((Ok(r), _)) => r,
                         Either::Left((Err(_), _)) | Either::Right(_) => return Err(NoHead::Quiet),
                     }

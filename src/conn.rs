@@ -52,13 +52,13 @@ pub async fn serve(
             Ok(h) => h,
             Err(NoHead::Quiet) => return,
             Err(NoHead::Timeout) => {
-                Box::pin(answer_without_head(&mut client, 408, "request_timeout")).await;
+                crate::io::boxed(answer_without_head(&mut client, 408, "request_timeout")).await;
                 return;
             }
             Err(NoHead::Invalid(e)) => {
-                Box::pin(answer_without_head(&mut client, e.status(), e.reason())).await;
+                crate::io::boxed(answer_without_head(&mut client, e.status(), e.reason())).await;
                 // The rest of a rejected request may still be arriving.
-                Box::pin(client.linger_close()).await;
+                crate::io::boxed(client.linger_close()).await;
                 return;
             }
         };
@@ -75,11 +75,11 @@ pub async fn serve(
         }
         // Boxed (~0.5 KB, the head and the route): an idle keepalive connection's task must not
         // carry a request's state; that is its memory cost.
-        let (label, mut status, after) = Box::pin(dispatch(&mut client, &gw, head)).await;
+        let (label, mut status, after) = crate::io::boxed(dispatch(&mut client, &gw, head)).await;
         if status == CLIENT_GONE && client.read_timed_out() && client.notes().bytes_sent == 0 {
             // The body stalled past client_idle and nothing was answered yet: say so.
             let _ =
-                Box::pin(client.send_error(408, "request_timeout", None, ConnAfter::Close, &[]))
+                crate::io::boxed(client.send_error(408, "request_timeout", None, ConnAfter::Close, &[]))
                     .await;
             status = 408;
         }
@@ -108,7 +108,7 @@ pub async fn serve(
             if status == 413 || status == 400 {
                 // The client's body was refused or broken mid-stream: some of it may still be
                 // on its way.
-                Box::pin(client.linger_close()).await;
+                crate::io::boxed(client.linger_close()).await;
             }
             return;
         }
@@ -161,16 +161,16 @@ async fn dispatch<'g>(
     let (status, after) = match route.kind {
         RouteKind::Proxy { upstream } => {
             let group = &gw.upstreams[upstream];
-            Box::pin(crate::proxy::forward(client, config, group, head)).await
+            crate::io::boxed(crate::proxy::forward(client, config, group, head)).await
         }
         RouteKind::Fanout { plan } => {
             let plan = &gw.fanouts[plan];
             let serve =
                 crate::fanout::serve(client, config, &gw.upstreams, &route.label, plan, head);
-            Box::pin(serve).await
+            crate::io::boxed(serve).await
         }
         RouteKind::Respond { answer } => {
-            Box::pin(crate::respond::serve(
+            crate::io::boxed(crate::respond::serve(
                 client,
                 config,
                 &gw.answers[answer],
@@ -192,7 +192,7 @@ async fn refuse<'g>(
 ) -> (Option<&'g str>, u16, ConnAfter) {
     let body_read = matches!(head.framing(), http::BodyFraming::Empty);
     let after = client.conn_after(head, body_read);
-    let after = match Box::pin(client.send_error(status, code, None, after, &[])).await {
+    let after = match crate::io::boxed(client.send_error(status, code, None, after, &[])).await {
         Ok(()) => after,
         Err(_) => ConnAfter::Close,
     };

@@ -21,30 +21,53 @@ pub struct ShardLocal {
     scratch_bufs: ReadBufs,
 }
 
-/// Spare client buffers a shard keeps of each kind: the connections active at once, about; an
-/// idle connection gives its buffers back (it holds none while idle), so the lists stay bounded
-/// by this, not by the number of connections.
-const MAX_SPARE_CLIENT_BUFS: usize = 256;
-
 impl ShardLocal {
-    /// The state of shard `id`, writing access-log lines to `access_log` when it is on.
-    pub fn new(id: usize, access_log: Option<ShardAccessLog>) -> ShardLocal {
+    /// The state of shard `id`, writing access-log lines to `access_log` when it is on. Each
+    /// free list keeps at most `free_list_max` spare buffers (`server.free_list_max`): about the
+    /// requests in flight at once. An idle connection gives its buffers back (it holds none
+    /// while idle), so the lists stay bounded by this, not by the number of connections.
+    pub fn new(id: usize, access_log: Option<ShardAccessLog>, free_list_max: usize) -> ShardLocal {
         ShardLocal {
             metrics: ShardMetrics::new(id),
             draining: LocalEvent::new(),
             access_log,
-            read_bufs: ReadBufs::default(),
+            read_bufs: ReadBufs::new(
+                crate::upstream::UPSTREAM_READ_BUF,
+                free_list_max,
+                crate::upstream::MAX_SPARE_READ_BUF,
+            ),
             client_bufs: ReadBufs::new(
                 crate::client::READ_BUF_INITIAL,
-                MAX_SPARE_CLIENT_BUFS,
+                free_list_max,
                 4 * crate::client::READ_BUF_INITIAL,
             ),
             scratch_bufs: ReadBufs::new(
                 crate::client::SCRATCH_INITIAL,
-                MAX_SPARE_CLIENT_BUFS,
+                free_list_max,
                 4 * crate::client::SCRATCH_INITIAL,
             ),
         }
+    }
+
+    /// Every free list's spare count and misses, for the metrics: backend reads, client reads,
+    /// head scratch, then this thread's request-state slots.
+    pub fn free_lists(&self) -> [crate::metrics::FreeList; 4] {
+        let list = |name, b: &ReadBufs| crate::metrics::FreeList {
+            name,
+            spare: b.spare() as u64,
+            misses: b.misses(),
+        };
+        let slots = crate::io::recycle::stats();
+        [
+            list("upstream_read", &self.read_bufs),
+            list("client_read", &self.client_bufs),
+            list("head_scratch", &self.scratch_bufs),
+            crate::metrics::FreeList {
+                name: "request_state",
+                spare: slots.spare as u64,
+                misses: slots.fresh,
+            },
+        ]
     }
 
     /// This shard's counters.

@@ -24,6 +24,7 @@ impl Default for ServerConfig {
             backlog: 4096,
             merge_slashes: true,
             encoded_slashes: super::EncodedSlashes::Reject,
+            free_list_max: 256,
         }
     }
 }

@@ -56,6 +56,9 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
 }
 
+/// Largest `server.free_list_max`: 65536 backend read buffers are already 1 GiB per shard.
+pub const MAX_FREE_LIST: usize = 65536;
+
 /// `[server]`.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
@@ -78,6 +81,12 @@ pub struct ServerConfig {
     /// What to do with `%2F`, `%5C` and a raw `\` in a request path: `reject` (400, the
     /// default) or `keep` them as they are, for backends that need encoded slashes.
     pub encoded_slashes: EncodedSlashes,
+    /// Most spare items each of a shard's free lists keeps: backend read buffers (16 KiB),
+    /// client read buffers (4 KiB), head scratch buffers (1 KiB), and request-state slots per
+    /// size class. Size it to the requests in flight at once on one shard, a fan-out request
+    /// counting once per call; past it, a request allocates (`ringway_free_list_misses_total`
+    /// says how often). Read at start; a reload keeps the old value.
+    pub free_list_max: usize,
 }
 
 /// `server.encoded_slashes`: see [`crate::http::EncodedSlashes`].

@@ -39,9 +39,10 @@ fn server() -> impl Strategy<Value = ServerConfig> {
         any::<bool>(),
         any::<u32>(),
         any::<(bool, bool)>(),
+        0usize..=crate::config::MAX_FREE_LIST,
     )
         .prop_map(
-            |(listen, shards, io, pin_cpus, backlog, paths)| ServerConfig {
+            |(listen, shards, io, pin_cpus, backlog, paths, free_list_max)| ServerConfig {
                 // Distinct ports below the admin's: no two listeners collide.
                 listen: listen
                     .into_iter()
@@ -57,6 +58,7 @@ fn server() -> impl Strategy<Value = ServerConfig> {
                 } else {
                     super::EncodedSlashes::Reject
                 },
+                free_list_max,
             },
         )
 }

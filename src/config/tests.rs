@@ -99,6 +99,7 @@ fn defaults_are_designs() {
     assert_eq!(c.server.io, IoChoice::Auto);
     assert!(c.server.pin_cpus);
     assert_eq!(c.server.backlog, 4096);
+    assert_eq!(c.server.free_list_max, 256);
     assert!(c.server.merge_slashes);
     assert_eq!(c.server.encoded_slashes, EncodedSlashes::Reject);
     assert_eq!(c.admin.listen, Some(addr("127.0.0.1:9901")));
@@ -284,6 +285,7 @@ fn render_writes_every_default() {
     let text = parse(MINIMAL).render();
     for line in [
         "backlog = 4096",
+        "free_list_max = 256",
         "listen = \"127.0.0.1:9901\"",
         "max_head_bytes = 16384",
         "drain_grace = \"0s\"",
@@ -594,4 +596,6 @@ rejects! {
         => 2:23 "io_uring.buffer_ring_entries" "power of two from 1 to 32768 (the kernel's limit), got 300";
     buffer_ring_entries_zero: "[io_uring]\nbuffer_ring_entries = 0\n"
         => 2:23 "io_uring.buffer_ring_entries" "got 0";
+    free_list_max_too_large: "[server]\nlisten = [\"127.0.0.1:8080\"]\nfree_list_max = 100000\n"
+        => 3:17 "server.free_list_max" "at most 65536 (each list keeps up to this many buffers per shard), got 100000";
 }

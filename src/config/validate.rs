@@ -138,6 +138,16 @@ pub(super) fn validate(c: &Config) -> Check {
             or_else: Some(server.key("listen").index(i)),
         });
     }
+    if c.server.free_list_max > super::MAX_FREE_LIST {
+        return fail(
+            server.key("free_list_max"),
+            format!(
+                "must be at most {} (each list keeps up to this many buffers per shard), got {}",
+                super::MAX_FREE_LIST,
+                c.server.free_list_max
+            ),
+        );
+    }
 
     let limits = root.key("limits");
     if c.limits.max_head_bytes < MIN_HEAD_BYTES {

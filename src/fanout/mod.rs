@@ -24,7 +24,7 @@
 //! client before every call has ended.
 
 use std::future::Future;
-use std::pin::pin;
+use std::pin::{Pin, pin};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
@@ -331,7 +331,7 @@ async fn gather(
         .iter()
         .zip(reqs)
         .map(|(call, req)| {
-            Some(Box::pin(run_call(
+            Some(crate::io::boxed(run_call(
                 &upstreams[call.upstream],
                 req,
                 limits,
@@ -361,7 +361,7 @@ async fn gather(
         loop {
             for (i, slot) in calls.iter_mut().enumerate() {
                 let Some(call) = slot else { continue };
-                let Poll::Ready(result) = call.as_mut().poll(cx) else {
+                let Poll::Ready(result) = Pin::new(call).poll(cx) else {
                     continue;
                 };
                 *slot = None;

@@ -32,10 +32,12 @@ pub mod event;
 pub mod probe;
 pub mod selftest;
 mod timeout;
+pub mod recycle;
 mod timer;
 mod uring;
 
 pub use event::LocalEvent;
+pub use recycle::{Recycled, SlotStats, boxed};
 pub use timeout::{Elapsed, Timeout, timeout, timeout_at};
 pub use uring::{MAX_IOVECS, UringOptions, buffer_ring_exhausted};
 

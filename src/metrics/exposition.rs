@@ -16,7 +16,9 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
-use super::{CallOutcome, DURATION_BUCKETS, Histogram, PoolGauges, ShardSnapshot, UpstreamOutcome};
+use super::{
+    CallOutcome, DURATION_BUCKETS, FreeList, Histogram, PoolGauges, ShardSnapshot, UpstreamOutcome,
+};
 
 /// Every shard's counters summed, and the per-shard series, as of one scrape.
 #[derive(Debug, Default)]
@@ -29,6 +31,8 @@ struct Scrape {
     conns_open: u64,
     /// (shard, accepts, open connections, buffer-ring exhaustions) per shard.
     shards: Vec<(usize, u64, u64, u64)>,
+    /// (shard, list) and its spare count and misses.
+    free_lists: Vec<(usize, FreeList)>,
     draining: bool,
 }
 
@@ -65,6 +69,8 @@ impl Scrape {
             m.conns_open += s.conns_open;
             m.shards
                 .push((s.shard, s.accepts, s.conns_open, s.buffer_ring_exhausted));
+            m.free_lists
+                .extend(s.free_lists.iter().map(|f| (s.shard, f.clone())));
         }
         m
     }
@@ -226,6 +232,29 @@ impl Collector for Scrape {
              buffer (raise io_uring.buffer_ring_entries if this grows fast).",
             counter,
             per_shard(|s| s.3).map(|(l, v)| (l, ConstCounter::new(v))),
+        )?;
+        let lists = |f: fn(&FreeList) -> u64| {
+            self.free_lists.iter().map(move |(shard, l)| {
+                (
+                    [("shard", shard.to_string()), ("list", l.name.to_string())],
+                    f(l),
+                )
+            })
+        };
+        family(
+            &mut e,
+            "free_list_spare",
+            "Spare items on a shard's free list (buffers, request-state slots), per shard and list.",
+            gauge_type,
+            lists(|l| l.spare).map(|(l, v)| (l, gauge(v))),
+        )?;
+        family(
+            &mut e,
+            "free_list_misses",
+            "Takes that found a shard's free list empty and allocated (raise server.free_list_max \
+             if this grows under steady load).",
+            counter,
+            lists(|l| l.misses).map(|(l, v)| (l, ConstCounter::new(v))),
         )?;
         single(
             &mut e,

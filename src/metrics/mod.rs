@@ -222,6 +222,7 @@ impl ShardMetrics {
             pools,
             // Counted by the io layer on this (the shard's) thread.
             buffer_ring_exhausted: crate::io::buffer_ring_exhausted(),
+            free_lists: Vec::new(),
         }
     }
 }
@@ -260,6 +261,19 @@ pub struct ShardSnapshot {
     pub pools: BTreeMap<String, PoolGauges>,
     /// Idle reads that found the io_uring buffer ring empty (always 0 on epoll).
     pub buffer_ring_exhausted: u64,
+    /// The shard's free lists ([`crate::local::ShardLocal::free_lists`]).
+    pub free_lists: Vec<FreeList>,
+}
+
+/// One per-shard free list, as of a scrape.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct FreeList {
+    /// Its `list` label: `upstream_read`, `client_read`, `head_scratch`, `request_state`.
+    pub name: &'static str,
+    /// Spare items on it now.
+    pub spare: u64,
+    /// Takes that found it empty and allocated, since start.
+    pub misses: u64,
 }
 
 mod exposition;

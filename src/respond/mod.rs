@@ -49,7 +49,7 @@ pub async fn serve(
     let framing = head.framing();
     if framing != BodyFraming::Empty
         // Boxed: the discard loop's state would otherwise size every respond exchange.
-        && let Err(outcome) = Box::pin(discard_body(client, config, &head, framing)).await
+        && let Err(outcome) = crate::io::boxed(discard_body(client, config, &head, framing)).await
     {
         return outcome;
     }

@@ -409,7 +409,10 @@ async fn run_shard(
             return;
         }
     };
-    let local = ShardLocal::new(id, access_log.map(ShardAccessLog::new));
+    let free_list_max = config.server.free_list_max;
+    // This thread's request-state slots (crate::io::recycle) follow the same bound.
+    crate::io::recycle::set_max_spare(free_list_max);
+    let local = ShardLocal::new(id, access_log.map(ShardAccessLog::new), free_list_max);
     let shard = Rc::new(Shard::new(
         id,
         driver,
@@ -558,7 +561,9 @@ async fn control_loop(shard: Rc<Shard>, mut ctl: Stream, commands: mpsc::Receive
                 Command::Scrape(reply) => {
                     let pools = shard.gateway().current().pool_gauges();
                     let metrics = shard.local().metrics();
-                    let _ = reply.send(metrics.snapshot(pools, shard.open_connections()));
+                    let mut snap = metrics.snapshot(pools, shard.open_connections());
+                    snap.free_lists = shard.local().free_lists().to_vec();
+                    let _ = reply.send(snap);
                 }
                 Command::Reload(config, reply) => {
                     let old = shard.gateway().current();

@@ -11,4 +11,4 @@ pub use crate::config::endpoint::{self, Endpoint};
 pub use exchange::{Attempt, Exchange, Head, read_into};
 pub use group::{InFlight, Member, UpstreamGroup};
 pub use pool::{CheckoutError, Pool, PooledConn};
-pub use read_bufs::{ReadBufs, UPSTREAM_READ_BUF};
+pub use read_bufs::{MAX_SPARE_READ_BUF, ReadBufs, UPSTREAM_READ_BUF};

@@ -8,18 +8,19 @@
 //! reused (`BytesMut::try_reclaim`): it never overlaps a piece still held elsewhere (a write
 //! cancelled mid-flight, the access log); if that room is too small, the buffer is dropped.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 
 use bytes::BytesMut;
 
 /// Size of a backend connection's read buffer (and the most a response body read takes at once).
 pub const UPSTREAM_READ_BUF: usize = 16 * 1024;
 
-/// Most spare backend read buffers a shard keeps ([`ReadBufs`]): at least 1 MiB at most.
+/// Most spare backend read buffers [`ReadBufs::default`] keeps (a shard's list is sized by
+/// `server.free_list_max`).
 const MAX_SPARE_READ_BUFS: usize = 64;
 
 /// Largest spare read buffer kept: one that grew for a big head goes back to the allocator.
-pub(crate) const MAX_SPARE_READ_BUF: usize = 4 * UPSTREAM_READ_BUF;
+pub const MAX_SPARE_READ_BUF: usize = 4 * UPSTREAM_READ_BUF;
 
 /// The spare read buffers of one shard, of one size (see the module doc).
 pub struct ReadBufs {
@@ -30,6 +31,8 @@ pub struct ReadBufs {
     max_spare: usize,
     /// Largest buffer kept: one that grew for a big head goes back to the allocator.
     max_size: usize,
+    /// Buffers handed out when the list was empty (allocated).
+    misses: Cell<u64>,
 }
 
 impl Default for ReadBufs {
@@ -47,15 +50,16 @@ impl ReadBufs {
             size,
             max_spare,
             max_size,
+            misses: Cell::new(0),
         }
     }
 
     /// An empty buffer with room for `size` bytes: a spare one if any.
     pub fn take(&self) -> BytesMut {
-        self.spare
-            .borrow_mut()
-            .pop()
-            .unwrap_or_else(|| BytesMut::with_capacity(self.size))
+        self.spare.borrow_mut().pop().unwrap_or_else(|| {
+            self.misses.set(self.misses.get() + 1);
+            BytesMut::with_capacity(self.size)
+        })
     }
 
     /// Keeps `buf` for later, emptied, when it can take `size` bytes without growing.
@@ -75,6 +79,11 @@ impl ReadBufs {
     /// Buffers on the list now (metrics, tests).
     pub fn spare(&self) -> usize {
         self.spare.borrow().len()
+    }
+
+    /// Buffers handed out when the list was empty, so allocated (metrics).
+    pub fn misses(&self) -> u64 {
+        self.misses.get()
     }
 }
 
