@@ -78,9 +78,14 @@ pub async fn serve(
         let (label, mut status, after) = crate::io::boxed(dispatch(&mut client, &gw, head)).await;
         if status == CLIENT_GONE && client.read_timed_out() && client.notes().bytes_sent == 0 {
             // The body stalled past client_idle and nothing was answered yet: say so.
-            let _ =
-                crate::io::boxed(client.send_error(408, "request_timeout", None, ConnAfter::Close, &[]))
-                    .await;
+            let _ = crate::io::boxed(client.send_error(
+                408,
+                "request_timeout",
+                None,
+                ConnAfter::Close,
+                &[],
+            ))
+            .await;
             status = 408;
         }
         let took = crate::io::now().saturating_duration_since(started);

@@ -30,9 +30,9 @@ use bytes::{Bytes, BytesMut};
 mod epoll;
 pub mod event;
 pub mod probe;
+pub mod recycle;
 pub mod selftest;
 mod timeout;
-pub mod recycle;
 mod timer;
 mod uring;
 

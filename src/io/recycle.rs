@@ -289,12 +289,9 @@ mod tests {
             }
         }
         // One future type, so both take a slot of the same class.
-        fn make(c: Counted) -> impl Future<Output = u8> {
-            async move {
-                let c = c; // the whole value, not just its (Copy) field
-                std::future::ready(()).await;
-                c.1[199]
-            }
+        async fn make(c: Counted) -> u8 {
+            std::future::ready(()).await;
+            c.1[199]
         }
         let before = stats();
         let mut f = boxed(make(Counted(drops.clone(), [7; 200])));
@@ -306,7 +303,11 @@ mod tests {
         drop(boxed(make(Counted(drops.clone(), [9; 200]))));
         assert_eq!(drops.get(), 2);
         let after = stats();
-        assert_eq!((after.fresh - before.fresh, after.reused - before.reused), (1, 1), "{before:?} -> {after:?}");
+        assert_eq!(
+            (after.fresh - before.fresh, after.reused - before.reused),
+            (1, 1),
+            "{before:?} -> {after:?}"
+        );
     }
 
     #[test]
