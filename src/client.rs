@@ -19,7 +19,6 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use futures_util::future::{Either, select};
 
 use crate::error::{Error, Kind};
 use crate::http::{
@@ -359,67 +358,71 @@ impl Client {
     ///
     /// # Errors
     /// [`NoHead`]: why there is no head, and so what to answer.
-    pub async fn read_head(
-        &mut self,
-        scanner: &mut HeadScanner,
+    #[allow(clippy::manual_async_fn)] // on purpose, see the first comment
+    pub fn read_head<'a>(
+        &'a mut self,
+        scanner: &'a mut HeadScanner,
         wait: HeadWait,
-    ) -> Result<RequestHead, NoHead> {
-        // The generation serving this head bounds this request's body reads and writes too.
-        self.idle = wait.client_idle;
-        let mut head_deadline: Option<Instant> = None;
-        loop {
-            if !self.buf.is_empty() {
-                match http::parse_request_head_with(
-                    &mut self.buf,
-                    scanner,
-                    &wait.limits,
-                    &wait.policy,
-                ) {
-                    Ok(Status::Complete(h)) => return Ok(h),
-                    Ok(Status::Partial) => {}
-                    Err(e) => return Err(NoHead::Invalid(e)),
-                }
-                if head_deadline.is_none() {
-                    head_deadline = Some(rio::now() + wait.client_header);
-                }
-            }
-            let read = match head_deadline {
-                // Boxed: a head split over reads is rare, and inline this read state would grow
-                // every connection's task (an idle connection's memory) by its size.
-                Some(deadline) => {
-                    match rio::boxed(rio::timeout_at(deadline, self.read_raw())).await {
-                        Ok(r) => r,
-                        Err(_) => return Err(NoHead::Timeout),
+    ) -> impl Future<Output = Result<RequestHead, NoHead>> + 'a {
+        // An async block, not an async fn: the arguments stay where they were captured instead
+        // of being kept twice (rust-lang/rust#62958); this future is an idle connection's wait.
+        async move {
+            // The generation serving this head bounds this request's body reads and writes too.
+            self.idle = wait.client_idle;
+            let mut head_deadline: Option<Instant> = None;
+            loop {
+                if !self.buf.is_empty() {
+                    match http::parse_request_head_with(
+                        &mut self.buf,
+                        scanner,
+                        &wait.limits,
+                        &wait.policy,
+                    ) {
+                        Ok(Status::Complete(h)) => return Ok(h),
+                        Ok(Status::Partial) => {}
+                        Err(e) => return Err(NoHead::Invalid(e)),
+                    }
+                    if head_deadline.is_none() {
+                        head_deadline = Some(rio::now() + wait.client_header);
                     }
                 }
-                None => {
-                    if self.shard.is_draining() {
+                let read = match head_deadline {
+                    // Boxed: a head split over reads is rare, and inline this read state would grow
+                    // every connection's task (an idle connection's memory) by its size.
+                    Some(deadline) => {
+                        match rio::boxed(rio::timeout_at(deadline, self.read_raw())).await {
+                            Ok(r) => r,
+                            Err(_) => return Err(NoHead::Timeout),
+                        }
+                    }
+                    None => {
+                        if self.shard.is_draining() {
+                            return Err(NoHead::Quiet);
+                        }
+                        let idle = if wait.first {
+                            wait.client_header
+                        } else {
+                            wait.client_idle
+                        };
+                        let drain = self.shard.draining().wait();
+                        // Nothing buffered (a partial head would have set the deadline): hold no buffer.
+                        let read = rio::timeout(idle, self.read_idle());
+                        // The read (first: bytes that arrived win), its deadline and the drain signal
+                        // in one recycled slot: this is what an idle connection waits in, so it is
+                        // kept off the task and in as few bytes as possible.
+                        match rio::boxed(rio::until(read, drain)).await {
+                            Ok(Ok(r)) => r,
+                            Ok(Err(_)) | Err(_) => return Err(NoHead::Quiet),
+                        }
+                    }
+                };
+                match read {
+                    Ok(0) | Err(_) => {
+                        // EOF or reset: a partial head is abandoned silently (nobody to answer).
                         return Err(NoHead::Quiet);
                     }
-                    let idle = if wait.first {
-                        wait.client_header
-                    } else {
-                        wait.client_idle
-                    };
-                    let drain = self.shard.draining().wait();
-                    // Nothing buffered (a partial head would have set the deadline): hold no buffer.
-                    let read = rio::timeout(idle, self.read_idle());
-                    // Boxed, two allocations per request: pinned in place instead, this wait grew
-                    // every connection's task by ~600 bytes more than the boxes weigh (measured
-                    // with tests/resources.rs: 3.3 -> 3.9 KB per idle connection), and idle
-                    // memory is the scarcer budget.
-                    match select(rio::boxed(read), rio::boxed(drain)).await {
-                        Either::Left((Ok(r), _)) => r,
-                        Either::Left((Err(_), _)) | Either::Right(_) => return Err(NoHead::Quiet),
-                    }
+                    Ok(_) => {}
                 }
-            };
-            match read {
-                Ok(0) | Err(_) => {
-                    // EOF or reset: a partial head is abandoned silently (nobody to answer).
-                    return Err(NoHead::Quiet);
-                }
-                Ok(_) => {}
             }
         }
     }

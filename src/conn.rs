@@ -10,7 +10,6 @@
 //! This module never copies a body: it hands the read buffer to the handlers, which split bodies
 //! off it.
 
-use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -19,105 +18,120 @@ use crate::client::{Client, HeadWait, NoHead};
 use crate::error::CLIENT_GONE;
 use crate::gateway::{Gateway, Live};
 use crate::http::{self, ConnAfter, HeadScanner, Limits, RequestHead};
-use crate::io::Stream;
-use crate::local::ShardLocal;
 use crate::router::RouteKind;
 
 /// Serves one client connection until it closes. `live` gives the gateway (routes, upstreams,
-/// config) each request starts with.
-pub async fn serve(
-    shard: Rc<ShardLocal>,
-    live: Rc<Live>,
-    stream: Stream,
-    peer: Option<SocketAddr>,
-) {
-    let mut client = Client::new(shard, stream, peer);
-    let mut log_line: Vec<u8> = Vec::new();
-    let mut scanner = HeadScanner::new();
-    let mut first = true;
-    loop {
-        let gw = live.current();
-        let t = &gw.config.timeouts;
-        let wait = HeadWait {
-            limits: Limits {
-                max_head_bytes: gw.config.limits.max_head_bytes,
-                max_headers: gw.config.limits.max_headers,
-            },
-            client_header: t.client_header,
-            client_idle: t.client_idle,
-            policy: gw.target_policy(),
-            first,
-        };
-        let head = match client.read_head(&mut scanner, wait).await {
-            Ok(h) => h,
-            Err(NoHead::Quiet) => return,
-            Err(NoHead::Timeout) => {
-                crate::io::boxed(answer_without_head(&mut client, 408, "request_timeout")).await;
+/// config) each request starts with; `open` is dropped when the connection is done (the shard's
+/// count of open connections).
+///
+/// This frame is what an idle keepalive connection costs, so it holds only what waiting for the
+/// next head needs; a request's state lives in the boxed [`serve_one`] while it runs.
+pub fn serve(client: Client, live: Rc<Live>, open: impl Sized) -> impl Future<Output = ()> {
+    let mut client = client;
+    // An async block, not an async fn: an async fn moves its arguments into locals and keeps
+    // both copies in its frame (rust-lang/rust#62958), +200 bytes per idle connection.
+    async move {
+        // Captured by the block, so dropped with it: when the connection ends.
+        let _open = &open;
+        let mut log_line: Vec<u8> = Vec::new();
+        let mut scanner = HeadScanner::new();
+        let mut first = true;
+        loop {
+            let gw = live.current();
+            let t = &gw.config.timeouts;
+            let wait = HeadWait {
+                limits: Limits {
+                    max_head_bytes: gw.config.limits.max_head_bytes,
+                    max_headers: gw.config.limits.max_headers,
+                },
+                client_header: t.client_header,
+                client_idle: t.client_idle,
+                policy: gw.target_policy(),
+                first,
+            };
+            let got = client.read_head(&mut scanner, wait).await;
+            if let Err(NoHead::Quiet) = got {
                 return;
             }
-            Err(NoHead::Invalid(e)) => {
-                crate::io::boxed(answer_without_head(&mut client, e.status(), e.reason())).await;
-                // The rest of a rejected request may still be arriving.
-                crate::io::boxed(client.linger_close()).await;
+            first = false;
+            scanner.reset();
+            let again = crate::io::boxed(serve_one(&mut client, &gw, got, &mut log_line)).await;
+            if !again {
                 return;
             }
-        };
-        first = false;
-        scanner.reset();
-        let started = crate::io::now();
-        client.begin_request(head.version());
-        if client.shard().access_log().is_some() {
-            // Only when logging: the head moves into the proxy, so keep method and target.
-            log_line.clear();
-            log_line.extend_from_slice(head.method_bytes());
-            log_line.push(b' ');
-            log_line.extend_from_slice(head.target());
-        }
-        // Boxed (~0.5 KB, the head and the route): an idle keepalive connection's task must not
-        // carry a request's state; that is its memory cost.
-        let (label, mut status, after) = crate::io::boxed(dispatch(&mut client, &gw, head)).await;
-        if status == CLIENT_GONE && client.read_timed_out() && client.notes().bytes_sent == 0 {
-            // The body stalled past client_idle and nothing was answered yet: say so.
-            let _ = crate::io::boxed(client.send_error(
-                408,
-                "request_timeout",
-                None,
-                ConnAfter::Close,
-                &[],
-            ))
-            .await;
-            status = 408;
-        }
-        let took = crate::io::now().saturating_duration_since(started);
-        client
-            .shard()
-            .metrics()
-            .request(label.unwrap_or(""), status, took);
-        if let Some(log) = client.shard().access_log() {
-            let split = log_line.iter().position(|&b| b == b' ').unwrap_or(0);
-            let notes = client.notes();
-            let upstream = notes.upstream.as_ref().map(|p| p.endpoint().to_string());
-            log.log(&Entry {
-                client: client.ip(),
-                method: &log_line[..split],
-                target: log_line.get(split + 1..).unwrap_or(b""),
-                status,
-                bytes: notes.bytes_sent,
-                duration: took,
-                route: label,
-                upstream: upstream.as_deref(),
-                fanout: notes.fanout.as_deref(),
-            });
-        }
-        if after == ConnAfter::Close {
-            if status == 413 || status == 400 {
-                // The client's body was refused or broken mid-stream: some of it may still be
-                // on its way.
-                crate::io::boxed(client.linger_close()).await;
-            }
-            return;
         }
     }
+}
+
+/// Answers what reading a head gave: a request (routed and run), or a head that never became one
+/// (408, 4xx). Returns whether the connection stays open for the next request.
+async fn serve_one(
+    client: &mut Client,
+    gw: &Gateway,
+    got: Result<RequestHead, NoHead>,
+    log_line: &mut Vec<u8>,
+) -> bool {
+    let head = match got {
+        Ok(h) => h,
+        Err(NoHead::Quiet) => return false,
+        Err(NoHead::Timeout) => {
+            answer_without_head(client, 408, "request_timeout").await;
+            return false;
+        }
+        Err(NoHead::Invalid(e)) => {
+            answer_without_head(client, e.status(), e.reason()).await;
+            // The rest of a rejected request may still be arriving.
+            client.linger_close().await;
+            return false;
+        }
+    };
+    let started = crate::io::now();
+    client.begin_request(head.version());
+    if client.shard().access_log().is_some() {
+        // Only when logging: the head moves into the proxy, so keep method and target.
+        log_line.clear();
+        log_line.extend_from_slice(head.method_bytes());
+        log_line.push(b' ');
+        log_line.extend_from_slice(head.target());
+    }
+    let (label, mut status, after) = dispatch(client, gw, head).await;
+    if status == CLIENT_GONE && client.read_timed_out() && client.notes().bytes_sent == 0 {
+        // The body stalled past client_idle and nothing was answered yet: say so.
+        let _ = client
+            .send_error(408, "request_timeout", None, ConnAfter::Close, &[])
+            .await;
+        status = 408;
+    }
+    let took = crate::io::now().saturating_duration_since(started);
+    client
+        .shard()
+        .metrics()
+        .request(label.unwrap_or(""), status, took);
+    if let Some(log) = client.shard().access_log() {
+        let split = log_line.iter().position(|&b| b == b' ').unwrap_or(0);
+        let notes = client.notes();
+        let upstream = notes.upstream.as_ref().map(|p| p.endpoint().to_string());
+        log.log(&Entry {
+            client: client.ip(),
+            method: &log_line[..split],
+            target: log_line.get(split + 1..).unwrap_or(b""),
+            status,
+            bytes: notes.bytes_sent,
+            duration: took,
+            route: label,
+            upstream: upstream.as_deref(),
+            fanout: notes.fanout.as_deref(),
+        });
+    }
+    if after == ConnAfter::Close {
+        if status == 413 || status == 400 {
+            // The client's body was refused or broken mid-stream: some of it may still be on
+            // its way.
+            client.linger_close().await;
+        }
+        return false;
+    }
+    true
 }
 
 /// Answers a head that never became a request (malformed: 4xx/5xx; too slow: 408) and counts it
@@ -197,7 +211,7 @@ async fn refuse<'g>(
 ) -> (Option<&'g str>, u16, ConnAfter) {
     let body_read = matches!(head.framing(), http::BodyFraming::Empty);
     let after = client.conn_after(head, body_read);
-    let after = match crate::io::boxed(client.send_error(status, code, None, after, &[])).await {
+    let after = match client.send_error(status, code, None, after, &[]).await {
         Ok(()) => after,
         Err(_) => ConnAfter::Close,
     };

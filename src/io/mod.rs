@@ -38,7 +38,7 @@ mod uring;
 
 pub use event::LocalEvent;
 pub use recycle::{Recycled, SlotStats, boxed};
-pub use timeout::{Elapsed, Timeout, timeout, timeout_at};
+pub use timeout::{Elapsed, Timeout, timeout, timeout_at, until};
 pub use uring::{MAX_IOVECS, UringOptions, buffer_ring_exhausted};
 
 /// The buffers of one vectored write: inline up to four (a head and a few body pieces, what
@@ -181,7 +181,9 @@ fn deadline_after(dur: Duration) -> Instant {
 pub async fn sleep_until(deadline: Instant) {
     match current_driver() {
         Driver::Uring => uring::sleep_until(deadline).await,
-        Driver::Epoll => epoll::sleep_until(deadline).await,
+        // Boxed (a recycled slot) for the same reason as the epoll idle read: tokio's timer entry
+        // is four times the uring wheel's, and every deadline would carry it.
+        Driver::Epoll => boxed(epoll::sleep_until(deadline)).await,
     }
 }
 
@@ -258,7 +260,9 @@ impl Stream {
     ) -> (io::Result<usize>, BytesMut) {
         match self {
             Stream::Uring(s) => s.read_idle(take, min_cap).await,
-            Stream::Epoll(s) => s.read_idle(take, min_cap).await,
+            // Boxed (a recycled slot): tokio's readiness wait is three times the size of the
+            // uring one, and inline it would size every idle connection's wait on both drivers.
+            Stream::Epoll(s) => boxed(s.read_idle(take, min_cap)).await,
         }
     }
 

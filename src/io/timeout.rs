@@ -39,6 +39,12 @@ pub fn timeout_at<F: Future>(deadline: Instant, fut: F) -> Timeout<F, impl Futur
     }
 }
 
+/// Runs `fut` until `stop` ends: `fut`'s output, or [`Elapsed`] if `stop` ended first (a drain
+/// signal beside an idle read). One struct, no state machine around the two.
+pub fn until<F: Future, S: Future<Output = ()>>(fut: F, stop: S) -> Timeout<F, S> {
+    Timeout { fut, sleep: stop }
+}
+
 pin_project_lite::pin_project! {
     /// The future of [`timeout`]: `fut`'s output, or [`Elapsed`] once the sleep ends first.
     pub struct Timeout<F, S> {

@@ -510,15 +510,11 @@ async fn accept_loop(shard: Rc<Shard>, listener: Listener, multishot: bool) {
             Ok((stream, peer)) => {
                 shard.local().metrics().accepted();
                 shard.conn_opened();
-                let shard = shard.clone();
-                let local = shard.local().clone();
-                let fut = crate::conn::serve(local, shard.gateway().clone(), stream, peer);
-                // The task is this future: its size is an idle connection's memory cost
-                // (about 1.6 KB since dispatch and timeouts stopped inflating it).
-                rio::spawn(async move {
-                    fut.await;
-                    shard.conn_closed();
-                });
+                let client = crate::client::Client::new(shard.local().clone(), stream, peer);
+                // The task is this future, nothing around it: its size is an idle
+                // connection's memory cost (tests/resources.rs).
+                let open = OpenConn(shard.clone());
+                rio::spawn(crate::conn::serve(client, shard.gateway().clone(), open));
             }
             Err(e) => {
                 // EMFILE/ENFILE/ENOBUFS: back off so a persistent error never spins the CPU;
@@ -527,6 +523,15 @@ async fn accept_loop(shard: Rc<Shard>, listener: Listener, multishot: bool) {
                 rio::sleep(Duration::from_millis(50)).await;
             }
         }
+    }
+}
+
+/// Counts a client connection as open while it lives (dropped when its task ends).
+struct OpenConn(Rc<Shard>);
+
+impl Drop for OpenConn {
+    fn drop(&mut self) {
+        self.0.conn_closed();
     }
 }
 

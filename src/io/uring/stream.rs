@@ -148,7 +148,9 @@ impl Stream {
         if buf.capacity() - buf.len() < min_cap {
             buf.reserve(min_cap);
         }
-        self.read(buf).await
+        // Boxed (a recycled slot): this read runs only once bytes are there, and inline its
+        // state would triple the size of every idle connection's wait.
+        crate::io::boxed(self.read(buf)).await
     }
 
     pub async fn write_all(&mut self, buf: Bytes) -> io::Result<()> {
