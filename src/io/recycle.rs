@@ -10,9 +10,9 @@
 //! Slots come in power-of-two size classes from 64 B to 32 KiB, 16-byte aligned; a future that
 //! fits none (larger, or more strictly aligned) gets a plain `Box`. A dropped future's slot goes on
 //! its thread's spare list for its class, up to [`set_max_spare`] slots per class (the shard sets
-//! it from `server.spare_per_shard`); beyond that it is freed. A thread is a shard, so the lists
-//! need no lock, and a slot dropped on another thread just joins that thread's list (every slot
-//! of a class has the same layout).
+//! it from `server.free_list_max`); beyond that it is freed. A thread is a shard, so the lists
+//! need no lock. A `Recycled` is neither `Send` nor `Sync` (it holds a raw pointer), so a slot
+//! always goes back to the thread that took it.
 //!
 //! The `unsafe` here is the one place above the drivers that holds raw memory: a slot is written
 //! once, pinned for its whole life, dropped in place once.
@@ -113,17 +113,18 @@ impl Drop for GiveBack {
 
 /// The class whose slots fit `l`; `None` if none does.
 fn class_of(l: Layout) -> Option<usize> {
-    if l.align() > ALIGN {
+    // A zero-sized future needs no memory: `Box` allocates none, a slot would take 64 bytes.
+    if l.align() > ALIGN || l.size() == 0 {
         return None;
     }
-    let size = l.size().max(1).next_power_of_two().max(1 << MIN_SHIFT);
+    let size = l.size().next_power_of_two().max(1 << MIN_SHIFT);
     let class = (size.trailing_zeros() - MIN_SHIFT) as usize;
     (class < CLASSES).then_some(class)
 }
 
 /// The layout of every slot of `class`.
 fn layout(class: usize) -> Layout {
-    // Cannot fail: a power of two up to 32 KiB, aligned to 64.
+    // Cannot fail: a power of two up to 32 KiB, aligned to `ALIGN`.
     Layout::from_size_align(1 << (MIN_SHIFT as usize + class), ALIGN).expect("slot layout")
 }
 
@@ -202,18 +203,21 @@ fn give_back(p: NonNull<u8>, class: usize) {
 }
 
 /// Sets how many spare slots this thread keeps per size class (the shard's
-/// `server.spare_per_shard`), freeing any beyond it.
+/// `server.free_list_max`), freeing any beyond it. Does nothing once the thread's lists are gone
+/// (called from another thread-local's destructor).
 pub fn set_max_spare(max: usize) {
-    let freed: Vec<(usize, Vec<NonNull<u8>>)> = SPARES.with(|s| {
-        let mut s = s.borrow_mut();
-        s.max = max;
-        s.lists
-            .iter_mut()
-            .enumerate()
-            .filter(|(_, l)| l.len() > max)
-            .map(|(c, l)| (c, l.split_off(max)))
-            .collect()
-    });
+    let freed: Vec<(usize, Vec<NonNull<u8>>)> = SPARES
+        .try_with(|s| {
+            let mut s = s.borrow_mut();
+            s.max = max;
+            s.lists
+                .iter_mut()
+                .enumerate()
+                .filter(|(_, l)| l.len() > max)
+                .map(|(c, l)| (c, l.split_off(max)))
+                .collect()
+        })
+        .unwrap_or_default();
     for (class, list) in freed {
         for p in list {
             // SAFETY: a spare slot of `class`, taken off its list: nothing else refers to it.
@@ -235,24 +239,26 @@ pub struct SlotStats {
     pub spare_bytes: usize,
 }
 
-/// This thread's slot counters.
+/// This thread's slot counters (all zero once the thread's lists are gone).
 pub fn stats() -> SlotStats {
-    SPARES.with(|s| {
-        let s = s.borrow();
-        let spare = s.lists.iter().map(Vec::len).sum();
-        let spare_bytes = s
-            .lists
-            .iter()
-            .enumerate()
-            .map(|(c, l)| l.len() * layout(c).size())
-            .sum();
-        SlotStats {
-            fresh: s.fresh,
-            reused: s.reused,
-            spare,
-            spare_bytes,
-        }
-    })
+    SPARES
+        .try_with(|s| {
+            let s = s.borrow();
+            let spare = s.lists.iter().map(Vec::len).sum();
+            let spare_bytes = s
+                .lists
+                .iter()
+                .enumerate()
+                .map(|(c, l)| l.len() * layout(c).size())
+                .sum();
+            SlotStats {
+                fresh: s.fresh,
+                reused: s.reused,
+                spare,
+                spare_bytes,
+            }
+        })
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -269,7 +275,12 @@ mod tests {
 
     #[test]
     fn classes_fit_and_round_up() {
-        assert_eq!(class_of(Layout::new::<()>()), Some(0));
+        assert_eq!(
+            class_of(Layout::new::<()>()),
+            None,
+            "zero-sized: a Box allocates nothing"
+        );
+        assert_eq!(class_of(Layout::new::<u8>()), Some(0));
         assert_eq!(class_of(Layout::new::<[u8; 64]>()), Some(0));
         assert_eq!(class_of(Layout::new::<[u8; 65]>()), Some(1));
         assert_eq!(class_of(Layout::new::<[u8; 32768]>()), Some(9));
@@ -341,6 +352,13 @@ mod tests {
         let mut f = boxed(async move { big[39_999] });
         assert!(matches!(f.slot, Slot::Boxed(_)));
         assert_eq!(poll_once(&mut f), Poll::Ready(3));
+    }
+
+    #[test]
+    fn zero_sized_futures_take_no_slot() {
+        let f = boxed(std::future::pending::<()>());
+        assert_eq!(std::mem::size_of::<std::future::Pending<()>>(), 0);
+        assert!(matches!(f.slot, Slot::Boxed(_)));
     }
 
     #[test]
