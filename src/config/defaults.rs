@@ -69,6 +69,7 @@ impl Default for IoUringConfig {
             buffer_ring: true,
             buffer_ring_entries: 256,
             pool_peek: true,
+            linked_ops: true,
             defer_taskrun: true,
             coop_taskrun: true,
             single_issuer: true,

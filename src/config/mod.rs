@@ -215,6 +215,9 @@ pub struct IoUringConfig {
     /// `recv(MSG_PEEK | MSG_DONTWAIT)`) goes through the ring, with no syscall of its own, instead
     /// of a plain `recv` syscall. Any io_uring kernel (RECV, 5.6).
     pub pool_peek: bool,
+    /// A request written to a backend and the read of its answer go to the kernel as one linked
+    /// chain, woken once (`IOSQE_IO_LINK` + `IOSQE_CQE_SKIP_SUCCESS`; 6.0+ here).
+    pub linked_ops: bool,
     /// `IORING_SETUP_DEFER_TASKRUN` (6.1+).
     pub defer_taskrun: bool,
     /// `IORING_SETUP_COOP_TASKRUN` (5.19+).

@@ -109,8 +109,11 @@ async fn exchange(
     limits: &Limits,
     bufs: &ReadBufs,
 ) -> Result<(ResponseHead, Pieces, BytesMut, bool), Error> {
-    attempt.send_one(req).await?;
     let mut buf = bufs.take();
+    // The request and the first read of its answer as one chain where the driver links them.
+    attempt
+        .send_then_read(smallvec::smallvec![req], &mut buf, None)
+        .await?;
     let head = attempt
         .read_head(&mut buf, Method::Get, limits, None, call_interim)
         .await?;

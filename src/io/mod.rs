@@ -285,6 +285,28 @@ impl Stream {
         }
     }
 
+    /// Writes all of `bufs`, then reads once into the spare capacity of `buf`: on `uring` with
+    /// linked operations, as one chain the kernel runs back to back, with one completion (one
+    /// task wake-up) for both. Returns the write's result, the read's (`None` if no read was
+    /// made: the write failed, or the driver only wrote; the caller then reads as usual), and
+    /// the buffer.
+    ///
+    /// # Cancellation
+    /// Dropping the future (a timeout) loses `buf` with the read, as [`Stream::read`] does, and
+    /// leaves unknown how much was written: the connection must be closed.
+    pub async fn write_vectored_then_read(
+        &mut self,
+        bufs: impl Into<Pieces>,
+        buf: BytesMut,
+    ) -> (io::Result<()>, Option<io::Result<usize>>, BytesMut) {
+        let bufs = bufs.into();
+        match self {
+            Stream::Uring(s) => s.write_vectored_then_read(bufs, buf).await,
+            // Readiness has nothing to link: the write alone, the read left to the caller.
+            Stream::Epoll(s) => (s.write_vectored_all(bufs).await, None, buf),
+        }
+    }
+
     /// What a non-blocking `recv(MSG_PEEK)` of one byte sees; consumes nothing.
     fn peek(&self) -> Peek {
         let mut byte = 0u8;

@@ -107,6 +107,11 @@ pub struct UringFeatures {
     pub multishot_accept: bool,
     /// 5.19: `IORING_REGISTER_PBUF_RING`, by registering a one-entry ring.
     pub buffer_ring: bool,
+    /// A send linked to a receive with the send's completion skipped on success: needs
+    /// `IORING_FEAT_CQE_SKIP` (5.17) and a send that retries a short write under `MSG_WAITALL`
+    /// instead of completing short (5.18). By the feature flag and kernel version 6.0 (see
+    /// [`uring_features`]).
+    pub linked_send_recv: bool,
     /// 6.0: opcode `SEND_ZC`, by opcode probe.
     pub send_zc: bool,
     /// 6.0: `IORING_RECV_MULTISHOT`. By kernel version (see [`uring_features`]).
@@ -251,6 +256,10 @@ pub fn uring_features() -> Result<UringFeatures, UringUnavailable> {
     Ok(UringFeatures {
         multishot_accept: accept && since(5, 19),
         buffer_ring: buffer_ring_registers(&ring),
+        linked_send_recv: params.is_feature_skip_cqe_on_success()
+            && op(opcode::SendMsg::CODE)
+            && recv
+            && since(6, 0),
         send_zc: op(opcode::SendZc::CODE),
         recv_multishot: recv && since(6, 0),
         coop_taskrun: setup_accepts(|b| b.setup_coop_taskrun()),

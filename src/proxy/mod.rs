@@ -216,9 +216,23 @@ async fn exchange(
     let mut parts = crate::io::Pieces::new();
     parts.push(req.wire_head.clone());
     parts.extend(req.body_parts.iter().cloned());
-    if let Err(e) = attempt.send(parts, Some(req.times.upstream)).await {
+    let mut ubuf = client.shard().read_bufs().take();
+    let mut deadline = crate::io::now() + req.times.upstream;
+    // The whole request is in hand: write it and read the answer's first bytes as one linked
+    // chain where the driver has them (one wake-up for both).
+    let linked = req.body.is_done();
+    let written = if linked {
+        attempt
+            .send_then_read(parts, &mut ubuf, Some(req.times.upstream))
+            .await
+    } else {
+        attempt.send(parts, Some(req.times.upstream)).await
+    };
+    if let Err(e) = written {
+        // A linked timeout may have consumed bytes of the answer with its cancelled read.
+        let gone = linked && e.kind() == Kind::Timeout;
         // Never written: on a reused connection the exchange's retry rule takes it.
-        if (attempt.is_reused() && req.body_complete) || !answered_early(attempt, &e) {
+        if gone || (attempt.is_reused() && req.body_complete) || !answered_early(attempt, &e) {
             return Err(e);
         }
         sent = Sent::Partial;
@@ -235,8 +249,10 @@ async fn exchange(
         }
     }
 
-    let mut ubuf = client.shard().read_bufs().take();
-    let deadline = crate::io::now() + req.times.upstream;
+    if !linked {
+        // The answer's wait starts when the request (and a streamed body) is written.
+        deadline = crate::io::now() + req.times.upstream;
+    }
     let (version, upgrade) = (req.head.version(), req.head.upgrade().is_some());
     let continue_sent = req.continue_sent;
     let resp = loop {

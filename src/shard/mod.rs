@@ -132,6 +132,7 @@ pub fn start(
         buffer_ring: config.io_uring.buffer_ring,
         buffer_ring_entries: config.io_uring.buffer_ring_entries,
         pool_peek: config.io_uring.pool_peek,
+        linked_ops: config.io_uring.linked_ops,
         // Opt-in and not probed: the kernel's answer at ring setup is the authority.
         sqpoll: config.io_uring.sqpoll,
         ..UringOptions::default()
@@ -146,6 +147,7 @@ pub fn start(
             multishot_accept = uring_opts.multishot_accept,
             buffer_ring = uring_opts.buffer_ring,
             pool_peek = uring_opts.pool_peek,
+            linked_ops = uring_opts.linked_ops,
             sqpoll = uring_opts.sqpoll,
             "io_uring features in use"
         );

@@ -15,7 +15,7 @@
 use std::io;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 
 use crate::audit;
 use crate::error::{Error, Kind, Side};
@@ -45,6 +45,9 @@ pub struct Attempt {
     got_any: bool,
     /// Interim heads read so far (at most [`http::MAX_INTERIM_HEADS`]).
     interim: usize,
+    /// The result of a read made linked behind the request's write
+    /// ([`Attempt::send_then_read`]), not yet seen by [`Attempt::read_more`].
+    pending: Option<io::Result<usize>>,
 }
 
 /// A response head read by [`Attempt::read_head`].
@@ -105,6 +108,7 @@ impl<'g> Exchange<'g> {
                         scanner: HeadScanner::new(),
                         got_any: false,
                         interim: 0,
+                        pending: None,
                     });
                 }
                 Err(CheckoutError::Exhausted) => return Err(Error::new(Kind::Unavailable)),
@@ -188,11 +192,38 @@ impl Attempt {
         res.map_err(|e| Error::io(Kind::Io, e).before_response())
     }
 
-    /// Writes a request that is one `Bytes` (a fan-out call's head), with no deadline of its own
-    /// (the caller bounds the call). Errors as [`Attempt::send`].
-    pub async fn send_one(&mut self, req: Bytes) -> Result<(), Error> {
-        let res = self.conn.stream().write_all(req).await;
-        res.map_err(|e| Error::io(Kind::Io, e).before_response())
+    /// Like [`Attempt::send`] and then the first read of the response into `buf`, as one linked
+    /// chain where the driver has them ([`Stream::write_vectored_then_read`]): one wake-up for
+    /// both. The read's result waits for the next [`Attempt::read_more`] (so for
+    /// [`Attempt::read_head`], which parses what it brought). `limit` bounds the write and that
+    /// read together.
+    ///
+    /// # Errors
+    /// As [`Attempt::send`], except for a timeout: the request may then have been written, so
+    /// [`Kind::Timeout`] is not marked as before the response (never resent). The buffer then
+    /// went with the cancelled read and `buf` is left empty, as in [`Attempt::read_more`].
+    pub async fn send_then_read(
+        &mut self,
+        parts: rio::Pieces,
+        buf: &mut BytesMut,
+        limit: Option<Duration>,
+    ) -> Result<(), Error> {
+        make_room(buf);
+        let go = self
+            .conn
+            .stream()
+            .write_vectored_then_read(parts, std::mem::take(buf));
+        let (written, read, b) = match limit {
+            Some(limit) => match rio::timeout(limit, go).await {
+                Ok(r) => r,
+                Err(_) => return Err(Error::new(Kind::Timeout)),
+            },
+            None => go.await,
+        };
+        audit::read(&b);
+        *buf = b;
+        self.pending = read;
+        written.map_err(|e| Error::io(Kind::Io, e).before_response())
     }
 
     /// Reads the next response head into `buf`: the final one, or an interim one the caller
@@ -268,6 +299,9 @@ impl Attempt {
         buf: &mut BytesMut,
         limit: Option<Duration>,
     ) -> Result<io::Result<usize>, rio::Elapsed> {
+        if let Some(read) = self.pending.take() {
+            return Ok(read);
+        }
         read_into(self.conn.stream(), buf, limit).await
     }
 
@@ -275,6 +309,16 @@ impl Attempt {
     /// [`PooledConn::release_reusable`]). Dropping the attempt without this closes it.
     pub fn release_reusable(self, keep_alive_for: Option<Duration>) {
         self.conn.release_reusable(keep_alive_for);
+    }
+}
+
+/// Makes room in `buf` for a read from a backend.
+fn make_room(buf: &mut BytesMut) {
+    if buf.capacity() - buf.len() < 1024 {
+        // Reclaims the front of the allocation once the pieces written earlier are dropped;
+        // pieces still held keep the old allocation alive, and only unconsumed bytes (a partial
+        // head or chunk-size line, never body data) move to the new one.
+        buf.reserve(UPSTREAM_READ_BUF);
     }
 }
 
@@ -291,12 +335,7 @@ pub async fn read_into(
     buf: &mut BytesMut,
     limit: Option<Duration>,
 ) -> Result<io::Result<usize>, rio::Elapsed> {
-    if buf.capacity() - buf.len() < 1024 {
-        // Reclaims the front of the allocation once the pieces written earlier are dropped;
-        // pieces still held keep the old allocation alive, and only unconsumed bytes (a partial
-        // head or chunk-size line, never body data) move to the new one.
-        buf.reserve(UPSTREAM_READ_BUF);
-    }
+    make_room(buf);
     let read = stream.read(std::mem::take(buf));
     let (res, b) = match limit {
         Some(limit) => rio::timeout(limit, read).await?,

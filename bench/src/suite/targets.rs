@@ -41,6 +41,7 @@ pub const URING_FEATURES: &[UringFeature] = &[
     uring_feature!("multishot_accept"),
     uring_feature!("buffer_ring"),
     uring_feature!("pool_peek"),
+    uring_feature!("linked_ops"),
     uring_feature!("defer_taskrun"),
     uring_feature!("coop_taskrun"),
     uring_feature!("single_issuer"),
@@ -834,6 +835,7 @@ mod tests {
             !(u.multishot_accept
                 || u.buffer_ring
                 || u.pool_peek
+                || u.linked_ops
                 || u.defer_taskrun
                 || u.coop_taskrun
                 || u.single_issuer)

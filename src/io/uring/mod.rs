@@ -41,6 +41,9 @@ pub struct UringOptions {
     pub buffer_ring_entries: u16,
     /// The pooled-connection reuse check goes through the ring ([`Stream::peek_on_ring`]).
     pub pool_peek: bool,
+    /// A request to a backend and the read of its answer go to the kernel as one linked chain
+    /// (`IOSQE_IO_LINK` + `IOSQE_CQE_SKIP_SUCCESS`, 6.0 here): one completion, one wake-up.
+    pub linked_ops: bool,
     /// IORING_SETUP_SQPOLL: a kernel thread per ring submits for us (opt-in: it burns CPU while
     /// busy, idling after [`SQPOLL_IDLE`]). Excludes DEFER_TASKRUN.
     pub sqpoll: bool,
@@ -62,6 +65,8 @@ thread_local! {
     static BUFFER_RING: Cell<bool> = const { Cell::new(false) };
     /// Whether this thread's reuse checks go through the ring.
     static POOL_PEEK: Cell<bool> = const { Cell::new(true) };
+    /// Whether this thread links a backend write to the read of its answer.
+    static LINKED_OPS: Cell<bool> = const { Cell::new(false) };
     /// Idle reads that found the ring empty (ENOBUFS) and used an ordinary buffer.
     static RING_EXHAUSTED: Cell<u64> = const { Cell::new(0) };
 }
@@ -69,6 +74,11 @@ thread_local! {
 /// Whether this thread checks pooled connections with a peek on the ring.
 pub fn pool_peek_on_ring() -> bool {
     POOL_PEEK.get()
+}
+
+/// Whether this thread links a write to the read after it ([`Stream::write_vectored_then_read`]).
+pub fn linked_ops() -> bool {
+    LINKED_OPS.get()
 }
 
 /// How many idle reads on this thread found the buffer ring empty.
@@ -87,6 +97,7 @@ impl UringOptions {
             defer_taskrun: self.defer_taskrun && has(|f| f.defer_taskrun),
             multishot_accept: self.multishot_accept && has(|f| f.multishot_accept),
             buffer_ring: self.buffer_ring && has(|f| f.buffer_ring),
+            linked_ops: self.linked_ops && has(|f| f.linked_send_recv),
             ..self
         }
     }
@@ -106,6 +117,7 @@ impl Default for UringOptions {
             // in one loop turn; when it runs dry the read falls back to an ordinary one.
             buffer_ring_entries: 256,
             pool_peek: true,
+            linked_ops: true,
             sqpoll: false,
         }
     }
@@ -199,6 +211,7 @@ impl Runtime {
                     };
                     BUFFER_RING.set(r.bufs.is_some());
                     POOL_PEEK.set(opts.pool_peek);
+                    LINKED_OPS.set(opts.linked_ops);
                     ring::install(r)?;
                     return Ok(Runtime {
                         _not_send: std::marker::PhantomData,

@@ -28,6 +28,9 @@ use super::bufring::BufRing;
 const TIMER_TOKEN: u64 = u64::MAX;
 /// `user_data` of ASYNC_CANCEL operations (their own completions are not interesting).
 const CANCEL_TOKEN: u64 = u64::MAX - 1;
+/// Set in the `user_data` of a linked pair's first SQE (the write); the rest is the pair's slab
+/// key, which the second SQE (the read) carries bare. Slab keys stay below 2^32.
+const LINK_HEAD: u64 = 1 << 62;
 
 /// One operation's slab entry.
 enum OpState {
@@ -41,6 +44,15 @@ enum OpState {
         waker: Option<Waker>,
         cqes: VecDeque<(i32, u32)>,
         ended: bool,
+    },
+    /// A write linked to a read ([`LinkedOp`]). Exactly one completion comes for the pair: the
+    /// write's if it failed or was short (`IOSQE_CQE_SKIP_SUCCESS` posts a failure, and the
+    /// kernel then posts nothing for the read the broken link cancels: REQ_F_SKIP_LINK_CQES),
+    /// else the read's.
+    Linked {
+        waker: Option<Waker>,
+        head: Option<i32>,
+        tail: Option<(i32, u32)>,
     },
     /// The future was dropped. `keep` holds what the kernel may still use; `fd_results`: a
     /// completion's non-negative result is a new fd nobody will take (accept), so it is closed.
@@ -179,6 +191,29 @@ impl Ring {
         }
     }
 
+    /// Queues `first` and `second` next to each other (a linked chain must not be split by a
+    /// submit in between: the kernel would run the first alone).
+    ///
+    /// # Safety
+    /// As [`Ring::push`], for both entries.
+    unsafe fn push_pair(&mut self, first: &squeue::Entry, second: &squeue::Entry) {
+        let free = {
+            let sq = self.uring.submission();
+            sq.capacity() - sq.len()
+        };
+        if free < 2
+            && let Err(e) = self.uring.submit()
+        {
+            tracing::error!("io_uring submit failed: {e}");
+        }
+        // SAFETY: as the caller promised; the queue has room for both now (a ring has at least
+        // 64 entries and the submit emptied it), so neither push below submits.
+        unsafe {
+            self.push(first);
+            self.push(second);
+        }
+    }
+
     /// Submits queued SQEs and waits for at least one completion, or until `deadline`.
     ///
     /// # Errors
@@ -260,6 +295,24 @@ impl Ring {
                 return;
             }
             CANCEL_TOKEN => return,
+            k if k & LINK_HEAD != 0 => {
+                // A linked write that failed or was short: the pair's only completion (the read
+                // it cancels posts none).
+                let key = (k & !LINK_HEAD) as usize;
+                match self.ops.get_mut(key) {
+                    Some(OpState::Linked { waker, head, .. }) => {
+                        *head = Some(res);
+                        if let Some(w) = waker.take() {
+                            w.wake();
+                        }
+                    }
+                    Some(OpState::Abandoned { .. }) => {
+                        self.ops.remove(key);
+                    }
+                    _ => debug_assert!(false, "linked write's completion without its pair"),
+                }
+                return;
+            }
             _ => {}
         }
         let key = key as usize;
@@ -273,6 +326,12 @@ impl Ring {
                 let w = w.take();
                 *state = OpState::Done { res, flags };
                 if let Some(w) = w {
+                    w.wake();
+                }
+            }
+            OpState::Linked { waker, tail, .. } => {
+                *tail = Some((res, flags));
+                if let Some(w) = waker.take() {
                     w.wake();
                 }
             }
@@ -303,7 +362,11 @@ impl Ring {
 
     /// Submits an ASYNC_CANCEL for op `key`.
     fn cancel(&mut self, key: usize) {
-        let entry = opcode::AsyncCancel::new(key as u64)
+        self.cancel_user_data(key as u64);
+    }
+
+    fn cancel_user_data(&mut self, user_data: u64) {
+        let entry = opcode::AsyncCancel::new(user_data)
             .build()
             .user_data(CANCEL_TOKEN);
         // SAFETY: ASYNC_CANCEL names no memory, only the user_data of the op to cancel.
@@ -377,7 +440,7 @@ impl<T: 'static> Future for Op<T> {
                 }
                 None
             }
-            _ => unreachable!("one-shot op in a multishot or abandoned state"),
+            _ => unreachable!("one-shot op in a multishot, linked or abandoned state"),
         });
         match done {
             Some((res, flags)) => {
@@ -432,6 +495,114 @@ impl<T: 'static> Drop for Op<T> {
             std::mem::forget(d);
         }
         // Otherwise the ring is gone: it closed after every op completed (see `uninstall`).
+    }
+}
+
+/// A write and a read submitted as one chain (`IOSQE_IO_LINK`): the read starts when the write
+/// has completed whole, and only the read's completion wakes the task (the write's is skipped on
+/// success, `IOSQE_CQE_SKIP_SUCCESS`, 5.17). So a request to a backend and the read of its
+/// answer cost one wake-up instead of two.
+///
+/// Resolves to `Ok((res, flags))`, the read's completion (the write went whole), or `Err(res)`,
+/// the write's when it failed or was short (the read never ran), and the resources `T`.
+pub struct LinkedOp<T: 'static> {
+    key: usize,
+    data: Option<T>,
+}
+
+impl<T: 'static> LinkedOp<T> {
+    /// Submits `write` linked to `read`.
+    ///
+    /// # Safety
+    /// As [`Op::submit`], for both entries. `write` must fail rather than complete short (a
+    /// stream socket's send with `MSG_WAITALL`, 5.18), or the read would start with part of the
+    /// request unsent.
+    pub unsafe fn submit(write: squeue::Entry, read: squeue::Entry, data: T) -> LinkedOp<T> {
+        let key = with_ring(|r| {
+            let key = r.ops.insert(OpState::Linked {
+                waker: None,
+                head: None,
+                tail: None,
+            });
+            let write = write
+                .flags(squeue::Flags::IO_LINK | squeue::Flags::SKIP_SUCCESS)
+                .user_data(key as u64 | LINK_HEAD);
+            // SAFETY: as the caller promised; `data` moves into the returned op, and into the
+            // slab on drop, without its heap memory moving.
+            unsafe { r.push_pair(&write, &read.user_data(key as u64)) };
+            key
+        });
+        LinkedOp {
+            key,
+            data: Some(data),
+        }
+    }
+}
+
+impl<T: 'static> Future for LinkedOp<T> {
+    type Output = (Result<(i32, u32), i32>, T);
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let key = self.key;
+        let done = with_ring(|r| {
+            let OpState::Linked { waker, head, tail } = &mut r.ops[key] else {
+                unreachable!("linked op in another state");
+            };
+            let out = match (*head, *tail) {
+                (Some(res), _) => Err(res),
+                (None, Some(done)) => Ok(done),
+                (None, None) => {
+                    if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                        *waker = Some(cx.waker().clone());
+                    }
+                    return None;
+                }
+            };
+            r.ops.remove(key);
+            Some(out)
+        });
+        match done {
+            Some(out) => {
+                let data = self.data.take().expect("polled after completion");
+                Poll::Ready((out, data))
+            }
+            None => Poll::Pending,
+        }
+    }
+}
+
+// The op never hands out pinned references to `data`.
+impl<T: 'static> Unpin for LinkedOp<T> {}
+
+impl<T: 'static> Drop for LinkedOp<T> {
+    fn drop(&mut self) {
+        let Some(data) = self.data.take() else { return };
+        let key = self.key;
+        let mut data = Some(data);
+        let ran = try_with_ring(|r| match &r.ops[key] {
+            OpState::Linked { head, tail, .. } if head.is_some() || tail.is_some() => {
+                r.ops.remove(key);
+            }
+            _ => {
+                r.ops[key] = OpState::Abandoned {
+                    _keep: Box::new(data.take()),
+                    fd_results: false,
+                };
+                // Both halves: the write may still be waiting for socket room (the read then
+                // has not started and cannot be found); its cancellation ends the pair.
+                r.cancel_user_data(key as u64 | LINK_HEAD);
+                r.cancel(key);
+            }
+        });
+        if ran.is_none()
+            && let Some(d) = data.take()
+            && RING
+                .try_with(|r| r.try_borrow_mut().is_err())
+                .unwrap_or(false)
+        {
+            debug_assert!(false, "io_uring op dropped inside a ring borrow");
+            std::mem::forget(d);
+        }
     }
 }
 

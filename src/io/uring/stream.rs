@@ -17,7 +17,7 @@ use std::time::Duration;
 use bytes::{Buf, Bytes, BytesMut};
 use io_uring::{cqueue, opcode, squeue, types};
 
-use super::ring::{Fd, MultiOp, Op, result, with_ring};
+use super::ring::{Fd, LinkedOp, MultiOp, Op, result, with_ring};
 use super::{BUFFER_RING, MAX_IOVECS, RING_EXHAUSTED, bufring};
 
 /// A blocking-mode, close-on-exec stream socket: the ring does the waiting, so the fd needs no
@@ -43,6 +43,39 @@ struct IoVecs {
     msg: libc::msghdr,
     iov: Vec<libc::iovec>,
     bufs: Vec<Bytes>,
+}
+
+impl IoVecs {
+    /// Points the msghdr at `bufs[first..]`, at most [`MAX_IOVECS`] of them.
+    fn point_at(&mut self, first: usize) {
+        let end = self.bufs.len().min(first + MAX_IOVECS);
+        self.iov.clear();
+        for b in &self.bufs[first..end] {
+            self.iov.push(libc::iovec {
+                iov_base: b.as_ptr().cast_mut().cast(),
+                iov_len: b.len(),
+            });
+        }
+        self.msg.msg_iov = self.iov.as_mut_ptr();
+        self.msg.msg_iovlen = self.iov.len();
+    }
+
+    /// Drops the first `n` bytes written: whole buffers go, a partly written one keeps its
+    /// rest (sliced, not copied).
+    fn advance(&mut self, mut n: usize) {
+        let mut done = 0;
+        while n > 0 && done < self.bufs.len() {
+            let b = &mut self.bufs[done];
+            if n >= b.len() {
+                n -= b.len();
+                done += 1;
+            } else {
+                b.advance(n);
+                n = 0;
+            }
+        }
+        self.bufs.drain(..done);
+    }
 }
 
 impl Stream {
@@ -160,6 +193,74 @@ impl Stream {
     /// Writes every buffer with SENDMSG, as many iovecs per op as the kernel takes
     /// ([`MAX_IOVECS`]), resubmitting after a short write.
     pub async fn write_vectored_all(&mut self, bufs: crate::io::Pieces) -> io::Result<()> {
+        let v = self.iovecs_for(bufs);
+        self.send_iovecs(v).await
+    }
+
+    /// Writes `bufs` and reads into the spare capacity of `buf`, the read linked behind the
+    /// write ([`LinkedOp`]): when the write goes whole, one completion for both, and the read
+    /// starts in the kernel the moment the write is done. Returns the write's result, the
+    /// read's (`None`: it did not run, because the write failed, or was short and was finished
+    /// on its own), and the buffer.
+    ///
+    /// Without linked operations (switched off, kernels before 6.0) or for more buffers than
+    /// one SENDMSG takes, it only writes.
+    pub async fn write_vectored_then_read(
+        &mut self,
+        bufs: crate::io::Pieces,
+        mut buf: BytesMut,
+    ) -> (io::Result<()>, Option<io::Result<usize>>, BytesMut) {
+        if !super::linked_ops() || bufs.len() > MAX_IOVECS || bufs.iter().all(Bytes::is_empty) {
+            return (self.write_vectored_all(bufs).await, None, buf);
+        }
+        let mut v = self.iovecs_for(bufs);
+        v.point_at(0);
+        if buf.capacity() == buf.len() {
+            buf.reserve(4096);
+        }
+        let spare = buf.spare_capacity_mut();
+        let (ptr, len) = (spare.as_mut_ptr().cast::<u8>(), spare.len());
+        // MSG_WAITALL: a short send retries in the kernel instead of completing short, which
+        // would let the read start with part of the request unsent; if it fails part way, the
+        // send completes (with what it sent) and the chain breaks.
+        let write = opcode::SendMsg::new(self.raw(), &v.msg as *const libc::msghdr)
+            .flags((libc::MSG_NOSIGNAL | libc::MSG_WAITALL) as u32)
+            .build();
+        let read = opcode::Recv::new(self.raw(), ptr, len as u32).build();
+        // SAFETY: the msghdr, iovecs and the bytes they point at live in the boxed `v`, and
+        // `ptr..ptr+len` is the spare capacity of `buf`'s heap allocation; the op owns both
+        // (moving them moves no heap memory) and a reference to the fd until the pair's one
+        // completion (the read's, or the write's if it broke the chain: the read never ran).
+        // The send uses MSG_WAITALL on a stream socket (kernels with linked ops retry a short
+        // send under it).
+        let (out, (mut v, mut buf, _)) =
+            unsafe { LinkedOp::submit(write, read, (v, buf, self.fd.clone())) }.await;
+        match out {
+            Ok((res, _)) => {
+                v.bufs.clear();
+                self.iovecs = Some(v);
+                let read = result(res).inspect(|&n| {
+                    // SAFETY: the kernel initialised `n <= len` bytes of the spare capacity.
+                    unsafe { buf.set_len(buf.len() + n) };
+                });
+                (Ok(()), Some(read), buf)
+            }
+            Err(sent) if sent >= 0 => {
+                // Short (interrupted part way): finish the write unlinked; the read is the
+                // caller's.
+                v.advance(sent as usize);
+                (self.send_iovecs(v).await, None, buf)
+            }
+            Err(e) => {
+                v.bufs.clear();
+                self.iovecs = Some(v);
+                (Err(io::Error::from_raw_os_error(-e)), None, buf)
+            }
+        }
+    }
+
+    /// The stream's kept iovec box (a new one the first time), holding `bufs` minus empty ones.
+    fn iovecs_for(&mut self, bufs: crate::io::Pieces) -> Box<IoVecs> {
         let mut v = self.iovecs.take().unwrap_or_else(|| {
             Box::new(IoVecs {
                 // SAFETY: an all-zero msghdr is a valid empty one.
@@ -171,20 +272,16 @@ impl Stream {
         // Moved into the kept Vec (no allocation once it has grown): the op owns them.
         v.bufs.clear();
         v.bufs.extend(bufs.into_iter().filter(|b| !b.is_empty()));
-        let mut first = 0;
+        v
+    }
+
+    /// Sends what `v` holds with SENDMSG, resubmitting after short writes; keeps `v` for the
+    /// next write.
+    async fn send_iovecs(&mut self, mut v: Box<IoVecs>) -> io::Result<()> {
         // Bounded: each turn writes at least one byte (a zero-byte write is an error) of a
         // finite total.
-        while first < v.bufs.len() {
-            let end = v.bufs.len().min(first + MAX_IOVECS);
-            v.iov.clear();
-            for b in &v.bufs[first..end] {
-                v.iov.push(libc::iovec {
-                    iov_base: b.as_ptr().cast_mut().cast(),
-                    iov_len: b.len(),
-                });
-            }
-            v.msg.msg_iov = v.iov.as_mut_ptr();
-            v.msg.msg_iovlen = v.iov.len();
+        while !v.bufs.is_empty() {
+            v.point_at(0);
             let entry = opcode::SendMsg::new(self.raw(), &v.msg as *const libc::msghdr)
                 .flags(libc::MSG_NOSIGNAL as u32)
                 .build();
@@ -192,24 +289,12 @@ impl Stream {
             // `v`, which the op owns until its completion; the fd is referenced by it too.
             let (res, _, (back, _)) = unsafe { Op::submit(entry, (v, self.fd.clone())) }.await;
             v = back;
-            let mut n = match result(res) {
+            match result(res) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => n,
+                Ok(n) => v.advance(n),
                 Err(e) => return Err(e),
-            };
-            // Drop what was written; a partly written buffer keeps its rest.
-            while n > 0 && first < v.bufs.len() {
-                let b = &mut v.bufs[first];
-                if n >= b.len() {
-                    n -= b.len();
-                    first += 1;
-                } else {
-                    b.advance(n);
-                    n = 0;
-                }
             }
         }
-        v.bufs.clear();
         self.iovecs = Some(v);
         Ok(())
     }

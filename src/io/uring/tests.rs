@@ -1,5 +1,6 @@
 //! The driver's own tests: cancellation with canaries, CQ overflow on a tiny ring, every setup
-//! flag off, ENOBUFS from the buffer ring, short sends, EINTR on the wait, task panics.
+//! flag off, ENOBUFS from the buffer ring, short sends, EINTR on the wait, task panics, linked
+//! write-then-read chains (one wake-up, a broken chain, a short write, random cancellation).
 
 use std::cell::Cell;
 use std::io::{Read, Write};
@@ -185,13 +186,14 @@ fn every_setup_flag_off_one_at_a_time() {
     let base = UringOptions::default();
     echo_on(&base, "all on");
     type TurnOff = fn(&mut UringOptions);
-    let variants: [(&str, TurnOff); 6] = [
+    let variants: [(&str, TurnOff); 7] = [
         ("coop_taskrun off", |o| o.coop_taskrun = false),
         ("single_issuer off", |o| o.single_issuer = false),
         ("defer_taskrun off", |o| o.defer_taskrun = false),
         ("multishot_accept off", |o| o.multishot_accept = false),
         ("buffer_ring off", |o| o.buffer_ring = false),
         ("pool_peek off", |o| o.pool_peek = false),
+        ("linked_ops off", |o| o.linked_ops = false),
     ];
     for (what, off) in variants {
         let mut o = base.clone();
@@ -335,4 +337,199 @@ fn a_panicking_task_closes_every_tasks_sockets() {
         let mut byte = [0u8; 1];
         assert_eq!(p.read(&mut byte).expect("EOF, not a timeout"), 0);
     }
+}
+
+/// Polls `fut` to completion, counting its polls (a wake-up is a poll after the first).
+async fn counting_polls<F: std::future::Future>(fut: F) -> (F::Output, u32) {
+    let mut fut = std::pin::pin!(fut);
+    let mut polls = 0;
+    let out = std::future::poll_fn(|cx| {
+        polls += 1;
+        fut.as_mut().poll(cx)
+    })
+    .await;
+    (out, polls)
+}
+
+/// A peer that reads `want` request bytes, waits `delay`, and answers `answer`; returns what it
+/// read.
+fn answering_peer(
+    p: StdUnixStream,
+    want: usize,
+    delay: Duration,
+    answer: &'static [u8],
+) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut p = p;
+        p.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut got = vec![0u8; want];
+        p.read_exact(&mut got).expect("the whole request");
+        std::thread::sleep(delay);
+        p.write_all(answer).unwrap();
+        got
+    })
+}
+
+/// With linked operations the write and the read after it complete with one wake-up: the task
+/// is polled twice (the first poll, then the read's completion), against three unlinked.
+#[test]
+fn a_linked_write_and_read_wake_the_task_once() {
+    for linked in [true, false] {
+        let rt = runtime(&UringOptions {
+            linked_ops: linked,
+            ..UringOptions::default()
+        })
+        .expect("runtime");
+        rt.block_on(async {
+            if linked && !super::linked_ops() {
+                println!("SKIPPED: linked ops: this kernel has no CQE_SKIP_SUCCESS / 6.0");
+                return;
+            }
+            let (mut s, p) = pair();
+            let peer = answering_peer(p, 12, Duration::from_millis(20), b"answer");
+            let parts: Vec<Bytes> = vec![
+                Bytes::from_static(b"GET /"),
+                Bytes::from_static(b" now!\r\n"),
+            ];
+            let ((w, r, buf), polls) = counting_polls(
+                s.write_vectored_then_read(parts.into(), BytesMut::with_capacity(64)),
+            )
+            .await;
+            w.expect("written");
+            assert_eq!(peer.join().unwrap(), b"GET / now!\r\n");
+            if linked {
+                assert_eq!(r.expect("linked read ran").expect("read"), 6);
+                assert_eq!(&buf[..], b"answer");
+                assert_eq!(polls, 2, "one wake-up for the write and the read");
+            } else {
+                assert!(r.is_none(), "unlinked: the read is the caller's");
+                let (n, buf) = s.read(buf).await;
+                assert_eq!((n.unwrap(), &buf[..]), (6, &b"answer"[..]));
+            }
+        });
+    }
+}
+
+/// A write that fails (the peer is gone) breaks the chain: the write's error comes back, the
+/// read never ran, and no operation is left behind.
+#[test]
+fn a_failed_linked_write_breaks_the_chain() {
+    let rt = runtime(&UringOptions::default()).expect("runtime");
+    rt.block_on(async {
+        if !super::linked_ops() {
+            println!("SKIPPED: linked ops: this kernel has no CQE_SKIP_SUCCESS / 6.0");
+            return;
+        }
+        let (mut s, p) = pair();
+        drop(p);
+        let (w, r, _) = s
+            .write_vectored_then_read(
+                smallvec::smallvec![Bytes::from_static(b"hello")],
+                BytesMut::with_capacity(64),
+            )
+            .await;
+        assert_eq!(w.expect_err("peer gone").raw_os_error(), Some(libc::EPIPE));
+        assert!(r.is_none(), "the read was cancelled with the chain");
+        assert_eq!(with_ring(|r| r.ops_in_flight()), 0);
+    });
+}
+
+/// A request far bigger than the socket buffers, to a slow reader: the linked send waits for
+/// room (MSG_WAITALL) instead of completing short, the bytes arrive whole and in order, and the
+/// answer is read after.
+#[test]
+fn a_linked_write_bigger_than_the_socket_buffer_goes_whole_before_the_read() {
+    let rt = runtime(&UringOptions::default()).expect("runtime");
+    rt.block_on(async {
+        let (mut s, p) = pair();
+        socket2::SockRef::from(&p)
+            .set_recv_buffer_size(4096)
+            .unwrap();
+        socket2::SockRef::from(&s)
+            .set_send_buffer_size(4096)
+            .unwrap();
+        let body: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
+        let body = Bytes::from(body);
+        let parts: Vec<Bytes> = (0..body.len())
+            .step_by(4999)
+            .map(|i| body.slice(i..(i + 4999).min(body.len())))
+            .collect();
+        let peer = answering_peer(p, body.len(), Duration::ZERO, b"done");
+        let (w, r, buf) = s
+            .write_vectored_then_read(parts.into(), BytesMut::with_capacity(64))
+            .await;
+        w.expect("written");
+        let (n, buf) = match r {
+            Some(r) => (r, buf),
+            None => s.read(buf).await,
+        };
+        assert_eq!((n.unwrap(), &buf[..]), (4, &b"done"[..]));
+        assert_eq!(peer.join().unwrap(), &body[..], "in order, whole");
+    });
+}
+
+/// Linked chains dropped at random points (before the write ran, while the read waits, while the
+/// write waits for socket room): both halves are cancelled, the read's buffer stays owned until
+/// the chain's last completion (canaries), and no operation is left.
+#[test]
+fn random_cancellation_of_linked_chains_frees_nothing_early() {
+    let rt = runtime(&UringOptions::default()).expect("runtime");
+    rt.block_on(async {
+        let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+        let mut held: Vec<BytesMut> = Vec::new();
+        let big = Bytes::from(vec![7u8; 256 * 1024]);
+        for round in 0..600 {
+            let (mut s, p) = pair();
+            p.set_nonblocking(true).unwrap();
+            socket2::SockRef::from(&s)
+                .set_send_buffer_size(4096)
+                .unwrap();
+            let mut buf = BytesMut::with_capacity(512);
+            buf.resize(512, CANARY);
+            buf.clear();
+            // A small request (the read then waits) or one the peer never drains (the write
+            // waits for room).
+            let req = if rng.next().is_multiple_of(2) {
+                Bytes::from_static(b"ping")
+            } else {
+                big.clone()
+            };
+            let mut chain = Box::pin(s.write_vectored_then_read(smallvec::smallvec![req], buf));
+            match rng.next() % 3 {
+                0 => {}
+                1 => {
+                    let _ = futures_util::poll!(chain.as_mut());
+                }
+                _ => {
+                    let _ = futures_util::poll!(chain.as_mut());
+                    yield_now().await;
+                    // Sometimes the answer arrives as the chain is dropped.
+                    let _ = (&p).write(&[round as u8; 32]);
+                }
+            }
+            drop(chain);
+            for _ in 0..2 {
+                let mut b = BytesMut::with_capacity(512);
+                b.resize(512, CANARY);
+                held.push(b);
+            }
+            if held.len() > 32 {
+                yield_now().await;
+                for b in held.drain(..) {
+                    assert!(
+                        b.iter().all(|&x| x == CANARY),
+                        "round {round}: a buffer was written after it was handed out again"
+                    );
+                }
+            }
+            drop(p);
+        }
+        for _ in 0..200 {
+            if with_ring(|r| r.ops_in_flight()) == 0 {
+                break;
+            }
+            crate::io::sleep(Duration::from_millis(1)).await;
+        }
+        assert_eq!(with_ring(|r| r.ops_in_flight()), 0, "ops left in the slab");
+    });
 }
