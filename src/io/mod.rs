@@ -39,7 +39,7 @@ mod uring;
 pub use event::LocalEvent;
 pub use recycle::{Recycled, SlotStats, boxed};
 pub use timeout::{Elapsed, Timeout, timeout, timeout_at, until};
-pub use uring::{MAX_IOVECS, UringOptions, buffer_ring_exhausted};
+pub use uring::{DriverCounters, MAX_IOVECS, UringOptions, buffer_ring_exhausted, driver_counters};
 
 /// The buffers of one vectored write: inline up to four (a head and a few body pieces, what
 /// nearly every write has), so building one allocates nothing.

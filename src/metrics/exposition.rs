@@ -31,6 +31,8 @@ struct Scrape {
     conns_open: u64,
     /// (shard, accepts, open connections, buffer-ring exhaustions) per shard.
     shards: Vec<(usize, u64, u64, u64)>,
+    /// (shard, uring driver counters) per shard.
+    drivers: Vec<(usize, crate::io::DriverCounters)>,
     /// (shard, list) and its spare count and misses.
     free_lists: Vec<(usize, FreeList)>,
     draining: bool,
@@ -69,6 +71,7 @@ impl Scrape {
             m.conns_open += s.conns_open;
             m.shards
                 .push((s.shard, s.accepts, s.conns_open, s.buffer_ring_exhausted));
+            m.drivers.push((s.shard, s.driver));
             m.free_lists
                 .extend(s.free_lists.iter().map(|f| (s.shard, f.clone())));
         }
@@ -233,6 +236,33 @@ impl Collector for Scrape {
             counter,
             per_shard(|s| s.3).map(|(l, v)| (l, ConstCounter::new(v))),
         )?;
+        let per_driver = |f: fn(&crate::io::DriverCounters) -> u64| {
+            self.drivers
+                .iter()
+                .map(move |(shard, d)| ([("shard", shard.to_string())], ConstCounter::new(f(d))))
+        };
+        family(
+            &mut e,
+            "shard_task_polls",
+            "Task polls by the uring driver's executor (one per wake-up, plus a task's first; 0 \
+             on epoll): divided by requests, the wake-ups a request costs.",
+            counter,
+            per_driver(|d| d.task_polls),
+        )?;
+        family(
+            &mut e,
+            "shard_uring_sqes",
+            "io_uring submission queue entries queued (0 on epoll).",
+            counter,
+            per_driver(|d| d.sqes),
+        )?;
+        family(
+            &mut e,
+            "shard_uring_cqes",
+            "io_uring completions reaped (0 on epoll).",
+            counter,
+            per_driver(|d| d.cqes),
+        )?;
         let lists = |f: fn(&FreeList) -> u64| {
             self.free_lists.iter().map(move |(shard, l)| {
                 (
@@ -291,6 +321,11 @@ mod tests {
             accepts: 3,
             conns_open: 2,
             buffer_ring_exhausted: 1,
+            driver: crate::io::DriverCounters {
+                task_polls: 7,
+                sqes: 9,
+                cqes: 8,
+            },
             ..ShardSnapshot::default()
         };
         s.requests.insert(("/a\"b".into(), 200), 5);
@@ -339,6 +374,9 @@ mod tests {
             "ringway_shard_accepts_total{shard=\"1\"} 3",
             "ringway_shard_connections_open{shard=\"0\"} 2",
             "ringway_shard_buffer_ring_exhausted_total{shard=\"0\"} 1",
+            "ringway_shard_task_polls_total{shard=\"0\"} 7",
+            "ringway_shard_uring_sqes_total{shard=\"1\"} 9",
+            "ringway_shard_uring_cqes_total{shard=\"0\"} 8",
             "ringway_shards_reporting 2",
             "# HELP ringway_draining 1 while the gateway drains.",
             "ringway_draining 1",

@@ -222,6 +222,7 @@ impl ShardMetrics {
             pools,
             // Counted by the io layer on this (the shard's) thread.
             buffer_ring_exhausted: crate::io::buffer_ring_exhausted(),
+            driver: crate::io::driver_counters(),
             free_lists: Vec::new(),
         }
     }
@@ -261,6 +262,8 @@ pub struct ShardSnapshot {
     pub pools: BTreeMap<String, PoolGauges>,
     /// Idle reads that found the io_uring buffer ring empty (always 0 on epoll).
     pub buffer_ring_exhausted: u64,
+    /// The uring driver's task polls, SQEs and CQEs (all zero on epoll).
+    pub driver: crate::io::DriverCounters,
     /// The shard's free lists ([`crate::local::ShardLocal::free_lists`]).
     pub free_lists: Vec<FreeList>,
 }

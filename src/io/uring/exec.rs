@@ -29,6 +29,8 @@ struct Exec {
     /// The block_on future was woken.
     main_woken: Cell<bool>,
     next_generation: Cell<u32>,
+    /// Task polls so far (each is a wake-up but a task's first): for the shard's metrics.
+    polls: Cell<u64>,
 }
 
 thread_local! {
@@ -130,6 +132,7 @@ pub fn run_tasks(budget: usize) -> bool {
             };
             let Some(mut fut) = fut else { continue };
             let w = waker(pack(index, generation));
+            ex.polls.set(ex.polls.get() + 1);
             let done = fut.as_mut().poll(&mut Context::from_waker(&w)).is_ready();
             let mut tasks = ex.tasks.borrow_mut();
             if done {
@@ -143,6 +146,11 @@ pub fn run_tasks(budget: usize) -> bool {
         }
         !ex.queue.borrow().is_empty() || ex.main_woken.get()
     })
+}
+
+/// How many times this thread's executor has polled a task.
+pub fn task_polls() -> u64 {
+    EXEC.try_with(|ex| ex.polls.get()).unwrap_or(0)
 }
 
 /// Whether a task or the main future waits to be polled.

@@ -81,6 +81,27 @@ pub fn linked_ops() -> bool {
     LINKED_OPS.get()
 }
 
+/// This thread's driver counters: task polls, SQEs queued, CQEs reaped.
+pub fn driver_counters() -> DriverCounters {
+    let (sqes, cqes) = ring::counters();
+    DriverCounters {
+        task_polls: exec::task_polls(),
+        sqes,
+        cqes,
+    }
+}
+
+/// What a shard's uring driver has done so far (all zero on epoll).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DriverCounters {
+    /// Tasks polled (a task is polled once when spawned, then once per wake-up).
+    pub task_polls: u64,
+    /// SQEs queued.
+    pub sqes: u64,
+    /// CQEs reaped.
+    pub cqes: u64,
+}
+
 /// How many idle reads on this thread found the buffer ring empty.
 pub fn buffer_ring_exhausted() -> u64 {
     RING_EXHAUSTED.get()

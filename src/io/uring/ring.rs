@@ -75,10 +75,18 @@ pub struct Ring {
     pub bufs: Option<BufRing>,
     /// Scratch for one-byte peeks: the kernel writes there, nobody reads it.
     peek_scratch: Box<[u8; 8]>,
+    /// SQEs queued and CQEs reaped so far (the shard's metrics).
+    sqes: u64,
+    cqes: u64,
 }
 
 thread_local! {
     static RING: RefCell<Option<Ring>> = const { RefCell::new(None) };
+}
+
+/// SQEs queued and CQEs reaped on this thread's ring so far (zeros without one).
+pub fn counters() -> (u64, u64) {
+    try_with_ring(|r| (r.sqes, r.cqes)).unwrap_or((0, 0))
 }
 
 /// Runs `f` on this thread's ring.
@@ -160,6 +168,8 @@ impl Ring {
             timespec: Box::new(types::Timespec::new()),
             bufs: None,
             peek_scratch: Box::new([0; 8]),
+            sqes: 0,
+            cqes: 0,
         }
     }
 
@@ -178,6 +188,7 @@ impl Ring {
         for _ in 0..2 {
             // SAFETY: as the caller promised.
             if unsafe { self.uring.submission().push(entry) }.is_ok() {
+                self.sqes += 1;
                 return;
             }
             if let Err(e) = self.uring.submit() {
@@ -280,6 +291,7 @@ impl Ring {
                 self.complete(key, res, flags);
             }
             n += len;
+            self.cqes += len as u64;
             if len < batch.len() {
                 return n;
             }

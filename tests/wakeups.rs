@@ -1,0 +1,109 @@
+//! Task wake-ups and io_uring completions per request, from the shard's driver counters
+//! (`ringway_shard_task_polls_total`, `ringway_shard_uring_sqes_total`,
+//! `ringway_shard_uring_cqes_total`), on one keepalive connection in steady state.
+//!
+//! On uring, a proxied request costs: the client's read (one RECV from the buffer ring, or a
+//! POLL_ADD and a RECV without it), the pooled connection's reuse check (`io_uring.pool_peek`),
+//! the backend exchange (the request's write linked to the answer's read with
+//! `io_uring.linked_ops`: one completion, else two), and the answer's write. Each is
+//! one completion and one wake-up. The bounds follow from the features the gateway logged it
+//! uses, so the test holds on every kernel and with `RINGWAY_TEST_URING_FEATURES=off`. On epoll
+//! the counters exist and stay zero (tokio's executor keeps its own).
+
+mod common;
+
+use ringway::both_drivers;
+
+use common::backend::{Backend, BackendSpec};
+use common::gateway::{Client, Gateway, preamble};
+
+/// Requests measured after the warm-up.
+const N: u64 = 2000;
+
+/// Whether the gateway's start-up line says it uses io_uring feature `key`.
+fn uses(gw: &Gateway, key: &str) -> bool {
+    gw.stderr().contains(&format!("{key}=true"))
+}
+
+/// (task polls, SQEs, CQEs) per request over `N` GETs of `path` on one connection.
+fn per_request(gw: &Gateway, path: &str) -> (f64, f64, f64) {
+    let mut c = Client::connect(gw.addr);
+    for _ in 0..200 {
+        assert_eq!(c.get(path).status, 200);
+    }
+    let read = |name: &str| gw.metric(&format!("{name}{{shard=\"0\"}}")).unwrap_or(0.0);
+    let names = [
+        "ringway_shard_task_polls_total",
+        "ringway_shard_uring_sqes_total",
+        "ringway_shard_uring_cqes_total",
+    ];
+    let before: Vec<f64> = names.iter().map(|n| read(n)).collect();
+    for _ in 0..N {
+        assert_eq!(c.get(path).status, 200);
+    }
+    let after: Vec<f64> = names.iter().map(|n| read(n)).collect();
+    // A scrape is not a shard task: the admin listener runs on its own thread.
+    let d = |i: usize| (after[i] - before[i]) / N as f64;
+    (d(0), d(1), d(2))
+}
+
+both_drivers!(wake_ups_and_completions_per_request, |driver: &str| {
+    let backend = Backend::tcp(BackendSpec {
+        body: Some(br#"{"data":"x"}"#.to_vec()),
+        ..BackendSpec::default()
+    });
+    let (mut cfg, addr, admin) = preamble(driver, 1);
+    let ep = backend.endpoint();
+    let calls: String = ["a", "b", "c", "d"]
+        .iter()
+        .map(|n| {
+            format!("[[route.fanout.call]]\nname = \"{n}\"\nupstream = \"b\"\npath = \"/{n}\"\n")
+        })
+        .collect();
+    cfg.push_str(&format!(
+        "[log]\naccess = \"off\"\n\n[[upstream]]\nname = \"b\"\nendpoints = [\"{ep}\"]\n\n\
+         [[route]]\npath_prefix = \"/page\"\n[route.fanout]\ntimeout = \"2s\"\n{calls}\n\
+         [[route]]\npath_prefix = \"/\"\nupstream = \"b\"\n"
+    ));
+    let gw = Gateway::start(&cfg, addr, admin);
+    let (polls, sqes, cqes) = per_request(&gw, "/x");
+    let (f_polls, f_sqes, f_cqes) = per_request(&gw, "/page");
+    println!(
+        "{driver}: per proxied request {polls:.2} wake-ups, {sqes:.2} SQEs, {cqes:.2} CQEs; \
+         per fan-out-4 request {f_polls:.2}, {f_sqes:.2}, {f_cqes:.2}"
+    );
+    if driver == "epoll" {
+        assert_eq!((polls, sqes, cqes, f_polls), (0.0, 0.0, 0.0, 0.0));
+        return;
+    }
+    let linked = uses(&gw, "linked_ops");
+    let peek = uses(&gw, "pool_peek");
+    // The client's read: one RECV from the buffer ring, else a POLL_ADD and then a RECV.
+    let client = if uses(&gw, "buffer_ring") { 2.0 } else { 3.0 };
+    let exchange = f64::from(u8::from(peek)) + if linked { 1.0 } else { 2.0 };
+    // Completions of a proxied request: the client's read and write, the reuse check, the
+    // backend's write and read (one completion when linked).
+    let proxied = client + exchange;
+    // Four calls, each a reuse check and an exchange.
+    let fanout = client + 4.0 * exchange;
+    let slack = 0.05;
+    assert!(
+        cqes <= proxied + slack,
+        "{cqes:.2} CQEs per proxied request, expected {proxied} (linked_ops {linked}, pool_peek {peek})"
+    );
+    // No more wake-ups than completions: each wakes its task at most once.
+    assert!(
+        polls <= proxied + slack,
+        "{polls:.2} wake-ups per proxied request, expected at most {proxied}"
+    );
+    assert!(
+        f_cqes <= fanout + slack,
+        "{f_cqes:.2} CQEs per fan-out-4 request, expected {fanout}"
+    );
+    // The fan-out's calls run inside the connection's task: completions of one loop turn wake it
+    // once, so it wakes no more often than a proxied request's read, calls and write would.
+    assert!(
+        f_polls <= f_cqes + slack && f_polls >= 2.0,
+        "{f_polls:.2} wake-ups per fan-out-4 request"
+    );
+});
