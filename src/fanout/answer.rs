@@ -23,7 +23,7 @@ pub(super) fn is_json(body: &[Bytes]) -> bool {
 /// in as a JSON string; a failed call as `null`.
 pub(super) fn assemble<'p>(plan: &'p FanoutPlan, results: &Results) -> (Vec<Bytes>, Vec<&'p str>) {
     // Slot 0 is the head's, filled by `write_answer`: one Vec for the whole write.
-    let mut parts: Vec<Bytes> = Vec::with_capacity(plan.calls.len() * 2 + 2);
+    let mut parts = io::take_parts(plan.calls.len() * 2 + 2);
     parts.push(Bytes::new());
     let mut partial = Vec::new();
     for (c, r) in plan.calls.iter().zip(results) {

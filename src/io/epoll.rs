@@ -174,6 +174,7 @@ impl Stream {
                 first += 1;
             }
         }
+        super::give_parts(bufs);
         Ok(())
     }
 

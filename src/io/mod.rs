@@ -45,6 +45,48 @@ pub use uring::{DriverCounters, MAX_IOVECS, UringOptions, buffer_ring_exhausted,
 /// nearly every write has), so building one allocates nothing.
 pub type Pieces = smallvec::SmallVec<[Bytes; 4]>;
 
+/// Spare piece vectors kept per thread ([`take_parts`]): about the fan-out answers in flight at
+/// once on a shard.
+const SPARE_PARTS: usize = 64;
+/// Larger vectors are freed, not kept (a huge answer must not pin its vector for good).
+const SPARE_PARTS_CAP: usize = 1024;
+
+thread_local! {
+    static PARTS: std::cell::RefCell<Vec<Vec<Bytes>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// An empty vector for the pieces of a long write (a fan-out answer), with room for `cap`:
+/// from this thread's spares when one is left. The drivers give it back once the write has
+/// taken its pieces (a [`Pieces`] made from it keeps its heap buffer), so a warm shard's
+/// answers allocate no vector.
+pub fn take_parts(cap: usize) -> Vec<Bytes> {
+    let mut v = PARTS
+        .try_with(|p| p.borrow_mut().pop())
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    v.reserve(cap);
+    v
+}
+
+/// Gives back the vector of a spilled [`Pieces`] (its pieces are dropped).
+fn give_parts(bufs: Pieces) {
+    if !bufs.spilled() {
+        return;
+    }
+    let mut v = bufs.into_vec();
+    if v.capacity() > SPARE_PARTS_CAP {
+        return;
+    }
+    v.clear();
+    let _ = PARTS.try_with(|p| {
+        let mut p = p.borrow_mut();
+        if p.len() < SPARE_PARTS {
+            p.push(v);
+        }
+    });
+}
+
 /// Which I/O driver a shard runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Driver {

@@ -271,7 +271,9 @@ impl Stream {
         });
         // Moved into the kept Vec (no allocation once it has grown): the op owns them.
         v.bufs.clear();
-        v.bufs.extend(bufs.into_iter().filter(|b| !b.is_empty()));
+        let mut bufs = bufs;
+        v.bufs.extend(bufs.drain(..).filter(|b| !b.is_empty()));
+        crate::io::give_parts(bufs);
         v
     }
 
