@@ -254,11 +254,13 @@ both_drivers!(ten_thousand_idle_keepalive_clients, |driver: &str| {
         t0.elapsed()
     );
     // An idle keepalive connection holds no read buffer (buffer ring, or a readiness wait
-    // first), only its task (~0.4 KB) and one recycled slot for its wait; it was ~9 KB with a
-    // 4 KiB buffer each (issue 9), 3.3 KB before issue 19 trimmed the task (release build,
-    // 2026-12-08: uring 1.3 KB, epoll 1.7 KB; issue 19's goal is 1 KiB).
+    // first) and no iovec array (per-thread spares), only its task (~0.4 KB) and one recycled
+    // slot for its wait; it was ~9 KB with a 4 KiB buffer each (issue 9), 3.3 KB before issue
+    // 19 trimmed the task, 1.3 KB with an iovec box per stream (2026-12-07: uring 957 bytes
+    // release, 992 debug; epoll 1.7 KB, tokio's own per-socket state). Issue 19's goal is 1 KiB.
+    let bound = if driver == "uring" { 1152.0 } else { 2048.0 };
     assert!(
-        per_conn <= 2048.0,
+        per_conn <= bound,
         "an idle connection costs {per_conn:.0} bytes of RSS"
     );
     drop(fresh);

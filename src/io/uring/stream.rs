@@ -33,8 +33,6 @@ fn new_socket(
 pub struct Stream {
     fd: Rc<Fd>,
     tcp: bool,
-    /// The vectored write's iovec array, kept between writes (no allocation per write).
-    iovecs: Option<Box<IoVecs>>,
 }
 
 /// What a SENDMSG points at: its msghdr and iovecs, boxed so the kernel's pointers stay valid
@@ -43,6 +41,31 @@ struct IoVecs {
     msg: libc::msghdr,
     iov: Vec<libc::iovec>,
     bufs: Vec<Bytes>,
+}
+
+/// Spare iovec boxes kept per thread: about the vectored writes in flight at once on a shard.
+const SPARE_IOVECS_MAX: usize = 256;
+
+thread_local! {
+    /// Iovec boxes between writes. Per thread, not per stream: an idle connection holds none
+    /// (kept on the stream, one cost ~340 bytes per idle keepalive client).
+    static SPARE_IOVECS: std::cell::RefCell<Vec<Box<IoVecs>>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Gives an iovec box back to the thread's spares once its write is done (its pieces dropped).
+fn give_iovecs(mut v: Box<IoVecs>) {
+    v.bufs.clear();
+    if v.bufs.capacity() > crate::io::MAX_IOVECS {
+        // One huge write must not pin its vectors for good.
+        return;
+    }
+    let _ = SPARE_IOVECS.try_with(|l| {
+        let mut l = l.borrow_mut();
+        if l.len() < SPARE_IOVECS_MAX {
+            l.push(v);
+        }
+    });
 }
 
 impl IoVecs {
@@ -83,7 +106,6 @@ impl Stream {
         Stream {
             fd: Rc::new(Fd(fd)),
             tcp,
-            iovecs: None,
         }
     }
 
@@ -237,8 +259,7 @@ impl Stream {
             unsafe { LinkedOp::submit(write, read, (v, buf, self.fd.clone())) }.await;
         match out {
             Ok((res, _)) => {
-                v.bufs.clear();
-                self.iovecs = Some(v);
+                give_iovecs(v);
                 let read = result(res).inspect(|&n| {
                     // SAFETY: the kernel initialised `n <= len` bytes of the spare capacity.
                     unsafe { buf.set_len(buf.len() + n) };
@@ -252,23 +273,27 @@ impl Stream {
                 (self.send_iovecs(v).await, None, buf)
             }
             Err(e) => {
-                v.bufs.clear();
-                self.iovecs = Some(v);
+                give_iovecs(v);
                 (Err(io::Error::from_raw_os_error(-e)), None, buf)
             }
         }
     }
 
-    /// The stream's kept iovec box (a new one the first time), holding `bufs` minus empty ones.
+    /// An iovec box from the thread's spares (a new one if none is left), holding `bufs` minus
+    /// empty ones.
     fn iovecs_for(&mut self, bufs: crate::io::Pieces) -> Box<IoVecs> {
-        let mut v = self.iovecs.take().unwrap_or_else(|| {
-            Box::new(IoVecs {
-                // SAFETY: an all-zero msghdr is a valid empty one.
-                msg: unsafe { std::mem::zeroed() },
-                iov: Vec::new(),
-                bufs: Vec::new(),
-            })
-        });
+        let mut v = SPARE_IOVECS
+            .try_with(|l| l.borrow_mut().pop())
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| {
+                Box::new(IoVecs {
+                    // SAFETY: an all-zero msghdr is a valid empty one.
+                    msg: unsafe { std::mem::zeroed() },
+                    iov: Vec::new(),
+                    bufs: Vec::new(),
+                })
+            });
         // Moved into the kept Vec (no allocation once it has grown): the op owns them.
         v.bufs.clear();
         let mut bufs = bufs;
@@ -297,7 +322,7 @@ impl Stream {
                 Err(e) => return Err(e),
             }
         }
-        self.iovecs = Some(v);
+        give_iovecs(v);
         Ok(())
     }
 
