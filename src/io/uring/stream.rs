@@ -49,6 +49,8 @@ const SPARE_IOVECS_MAX: usize = 256;
 thread_local! {
     /// Iovec boxes between writes. Per thread, not per stream: an idle connection holds none
     /// (kept on the stream, one cost ~340 bytes per idle keepalive client).
+    // Boxed: an op takes the box, and the kernel's pointers into the msghdr must not move.
+    #[allow(clippy::vec_box)]
     static SPARE_IOVECS: std::cell::RefCell<Vec<Box<IoVecs>>> =
         const { std::cell::RefCell::new(Vec::new()) };
 }
