@@ -296,6 +296,8 @@ impl Client {
     /// [`LINGER_MAX_BYTES`]. Closing with unread bytes would make the kernel answer them with a
     /// RST, which can destroy the error response still in flight on a real network.
     pub async fn linger_close(&mut self) {
+        // A held-back answer goes before the half-close.
+        let _ = rio::timeout(self.idle, self.stream.flush_deferred()).await;
         if self.stream.shutdown_write().is_err() {
             return;
         }
@@ -397,6 +399,11 @@ impl Client {
                     }
                     None => {
                         if self.shard.is_draining() {
+                            // The last answer, if held back, still goes out before the close.
+                            let flush =
+                                rio::timeout(wait.client_idle, self.stream.flush_deferred());
+                            // Boxed: rare, and inline it would grow every idle connection.
+                            let _ = rio::boxed(flush).await;
                             return Err(NoHead::Quiet);
                         }
                         let idle = if wait.first {

@@ -132,6 +132,9 @@ pub(super) fn write_head(
 /// `Client::write_vectored_all`): a client that stops reading must not park this task, and the
 /// backend bodies it holds, forever.
 ///
+/// With `defer` (the connection stays open), an answer of one batch is held back to go out
+/// linked with the wait for the next request ([`Stream::defer_write`]).
+///
 /// # Errors
 /// The write error, or `TimedOut` after `idle`; then the connection is set to close with a RST so
 /// the client cannot mistake the truncation for a complete answer. Either way the caller closes.
@@ -141,6 +144,7 @@ pub(super) async fn write_answer(
     mut body: Vec<Bytes>,
     head_only: bool,
     idle: Duration,
+    defer: bool,
 ) -> std::io::Result<()> {
     // `body[0]` is the slot `assemble` and `error_body` keep for the head.
     body[0] = head;
@@ -150,6 +154,12 @@ pub(super) async fn write_answer(
     }
     audit::written(&body[1..]);
     if body.len() <= ANSWER_BATCH {
+        if defer {
+            match stream.defer_write(body.into()) {
+                None => return Ok(()),
+                Some(parts) => return write_within(stream, parts, idle).await,
+            }
+        }
         return write_within(stream, body, idle).await;
     }
     let mut rest = body.into_iter().filter(|b| !b.is_empty()).peekable();
@@ -166,7 +176,7 @@ pub(super) async fn write_answer(
 /// One vectored write bounded by `idle`; a timed-out write resets the connection on close.
 async fn write_within(
     stream: &mut Stream,
-    parts: Vec<Bytes>,
+    parts: impl Into<io::Pieces>,
     idle: Duration,
 ) -> std::io::Result<()> {
     match io::timeout(idle, stream.write_vectored_all(parts)).await {

@@ -277,7 +277,9 @@ pub async fn serve(
     let idle = client.idle_timeout();
     let (stream, count) = client.stream_and_count();
     *count += (head_bytes.len() + if head_only { 0 } else { len }) as u64;
-    let r = write_answer(stream, head_bytes, body, head_only, idle).await;
+    // A kept-alive connection's answer may wait to go out with the next request's read.
+    let defer = after == ConnAfter::KeepAlive;
+    let r = write_answer(stream, head_bytes, body, head_only, idle, defer).await;
     recycle(&mut results, shard.read_bufs());
     (status, if r.is_ok() { after } else { ConnAfter::Close })
 }

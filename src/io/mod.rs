@@ -308,6 +308,29 @@ impl Stream {
         }
     }
 
+    /// Holds `bufs` back to be written linked with the next [`Stream::read_idle`] (uring with
+    /// linked operations and a buffer ring: the answer to a keep-alive request and the wait for
+    /// the next one are one completion, one wake-up). Any other operation on the stream writes
+    /// them first, and a dropped stream still sends them. Returns `bufs` when they cannot wait
+    /// (epoll, or those features off): the caller writes them now.
+    ///
+    /// A held-back write is bounded by the idle read's deadline (`client_idle`), as a client
+    /// write is by its own.
+    pub fn defer_write(&mut self, bufs: Pieces) -> Option<Pieces> {
+        match self {
+            Stream::Uring(s) => s.defer_write(bufs),
+            Stream::Epoll(_) => Some(bufs),
+        }
+    }
+
+    /// Writes a write held back by [`Stream::defer_write`] now, if there is one.
+    pub async fn flush_deferred(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Uring(s) => s.flush_deferred().await,
+            Stream::Epoll(_) => Ok(()),
+        }
+    }
+
     /// Writes all of `buf`.
     pub async fn write_all(&mut self, buf: Bytes) -> io::Result<()> {
         match self {

@@ -96,6 +96,7 @@ pub(super) async fn relay_response(
         plan.body,
         head_bytes,
         times,
+        keep_client,
     )
     .await;
     match end {
@@ -207,7 +208,9 @@ pub(super) enum BodyEnd {
 
 /// Streams one response body from `upstream` to `client`: `first` (the head) goes out with the
 /// first body bytes in one vectored write, then one write per backend read. Each piece written is
-/// a slice of `ubuf`, never a copy.
+/// a slice of `ubuf`, never a copy. With `defer_last` (the client connection stays open), the
+/// write that completes the response is held back to go out linked with the wait for the next
+/// request ([`Stream::defer_write`]).
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn relay_body(
     client: &mut Stream,
@@ -218,6 +221,7 @@ pub(super) async fn relay_body(
     mode: BodyMode,
     first: Bytes,
     times: Deadlines,
+    defer_last: bool,
 ) -> BodyEnd {
     // Inline for a head and a few body pieces: no allocation per response or per read.
     let mut out = crate::io::Pieces::new();
@@ -242,8 +246,14 @@ pub(super) async fn relay_body(
         if !out.is_empty() {
             audit::written(&out[head_pending..]);
             head_pending = 0;
-            let pieces = std::mem::take(&mut out);
+            let mut pieces = std::mem::take(&mut out);
             *sent += pieces.iter().map(|b| b.len() as u64).sum::<u64>();
+            if done && defer_last && taken.is_ok() {
+                match client.defer_write(pieces) {
+                    None => return BodyEnd::Complete,
+                    Some(p) => pieces = p,
+                }
+            }
             if !matches!(
                 rio::timeout(times.client, client.write_vectored_all(pieces)).await,
                 Ok(Ok(()))

@@ -92,6 +92,7 @@ fn relay(driver: Driver, response: Vec<u8>) -> Run {
             plan.body,
             head,
             times,
+            false,
         )
         .await
         // Both streams drop here: the client thread sees EOF.

@@ -25,6 +25,10 @@ pub const MAX_SPARE_READ_BUF: usize = 4 * UPSTREAM_READ_BUF;
 /// The spare read buffers of one shard, of one size (see the module doc).
 pub struct ReadBufs {
     spare: RefCell<Vec<BytesMut>>,
+    /// Buffers given back while pieces of them were still held (a write in flight, such as a
+    /// client answer held back to go out with the next read): reclaimed by a later `take`
+    /// once those pieces are gone.
+    held: RefCell<std::collections::VecDeque<BytesMut>>,
     /// Room every buffer handed out has.
     size: usize,
     /// Most buffers kept.
@@ -47,6 +51,7 @@ impl ReadBufs {
     pub fn new(size: usize, max_spare: usize, max_size: usize) -> ReadBufs {
         ReadBufs {
             spare: RefCell::new(Vec::new()),
+            held: RefCell::new(std::collections::VecDeque::new()),
             size,
             max_spare,
             max_size,
@@ -56,10 +61,31 @@ impl ReadBufs {
 
     /// An empty buffer with room for `size` bytes: a spare one if any.
     pub fn take(&self) -> BytesMut {
-        self.spare.borrow_mut().pop().unwrap_or_else(|| {
-            self.misses.set(self.misses.get() + 1);
-            BytesMut::with_capacity(self.size)
-        })
+        if let Some(b) = self.spare.borrow_mut().pop() {
+            return b;
+        }
+        if let Some(b) = self.reclaim_held() {
+            return b;
+        }
+        self.misses.set(self.misses.get() + 1);
+        BytesMut::with_capacity(self.size)
+    }
+
+    /// A held buffer whose pieces are all gone now, oldest first; looks at a few only.
+    fn reclaim_held(&self) -> Option<BytesMut> {
+        let mut held = self.held.borrow_mut();
+        for _ in 0..held.len().min(4) {
+            let mut b = held.pop_front()?;
+            if b.try_reclaim(self.size) {
+                if b.capacity() <= self.max_size {
+                    return Some(b);
+                }
+                // Unshared now but grown too big: back to the allocator.
+                continue;
+            }
+            held.push_back(b);
+        }
+        None
     }
 
     /// Keeps `buf` for later, emptied, when it can take `size` bytes without growing.
@@ -71,8 +97,16 @@ impl ReadBufs {
         buf.clear();
         // Checked again after the reclaim: it rewinds the handle over the whole allocation, so
         // only now does `capacity` show a buffer that grew for a big head (and is not kept).
-        if buf.try_reclaim(self.size) && buf.capacity() <= self.max_size {
-            spare.push(buf);
+        if buf.try_reclaim(self.size) {
+            if buf.capacity() <= self.max_size {
+                spare.push(buf);
+            }
+            return;
+        }
+        // Pieces of it are still out (a write in flight): reclaimed by a later take.
+        let mut held = self.held.borrow_mut();
+        if held.len() < self.max_spare {
+            held.push_back(buf);
         }
     }
 

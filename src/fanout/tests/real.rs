@@ -123,6 +123,7 @@ fn run_fanout(
             body,
             false,
             Duration::from_secs(10),
+            false,
         )
         .await
         .unwrap();

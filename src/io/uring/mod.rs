@@ -416,6 +416,7 @@ impl Drop for Sleep {
 
 mod bufring;
 mod exec;
+mod iovecs;
 mod ring;
 mod stream;
 

@@ -20,9 +20,11 @@ use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use io_uring::{IoUring, cqueue, opcode, squeue, types};
 
 use super::bufring::BufRing;
+use super::iovecs::{IoVecs, give_iovecs};
 
 /// `user_data` of the wait's TIMEOUT operations.
 const TIMER_TOKEN: u64 = u64::MAX;
@@ -45,21 +47,41 @@ enum OpState {
         cqes: VecDeque<(i32, u32)>,
         ended: bool,
     },
-    /// A write linked to a read ([`LinkedOp`]). Exactly one completion comes for the pair: the
-    /// write's if it failed or was short (`IOSQE_CQE_SKIP_SUCCESS` posts a failure, and the
-    /// kernel then posts nothing for the read the broken link cancels: REQ_F_SKIP_LINK_CQES),
-    /// else the read's.
-    Linked {
-        waker: Option<Waker>,
-        head: Option<i32>,
-        tail: Option<(i32, u32)>,
-    },
+    /// A write linked to a read ([`LinkedOp`]). Inline, not boxed: a box per exchange would be
+    /// an allocation per request.
+    Linked(Linked),
     /// The future was dropped. `keep` holds what the kernel may still use; `fd_results`: a
     /// completion's non-negative result is a new fd nobody will take (accept), so it is closed.
     Abandoned {
         _keep: Box<dyn Any>,
         fd_results: bool,
     },
+}
+
+/// A linked write-then-read's slab state.
+///
+/// Two modes. Skip (`write: None` at submit): the write's completion is skipped on success
+/// (`IOSQE_CQE_SKIP_SUCCESS`), so exactly one completion comes for the pair: the write's if it
+/// failed or was short (the kernel then posts nothing for the read it cancels:
+/// REQ_F_SKIP_LINK_CQES), else the read's. Release (`write: Some`): the write's completion comes
+/// always and gives its buffers back at once, without waking anyone; the read's always follows
+/// (`-ECANCELED` if the write broke the chain) and is the last.
+pub struct Linked {
+    waker: Option<Waker>,
+    head: Option<i32>,
+    tail: Option<(i32, u32)>,
+    /// Release mode: the write's buffers, held here until its completion.
+    write: Option<Box<IoVecs>>,
+    release: bool,
+    /// The future was dropped: what it kept alive, freed with the entry.
+    abandoned: Option<Box<dyn Any>>,
+}
+
+impl Linked {
+    /// Whether the pair's last completion arrived.
+    fn ended(&self) -> bool {
+        self.tail.is_some() || (!self.release && self.head.is_some())
+    }
 }
 
 pub struct Ring {
@@ -87,6 +109,11 @@ thread_local! {
 /// SQEs queued and CQEs reaped on this thread's ring so far (zeros without one).
 pub fn counters() -> (u64, u64) {
     try_with_ring(|r| (r.sqes, r.cqes)).unwrap_or((0, 0))
+}
+
+/// Whether this thread has a ring that can take operations now (not during its teardown).
+pub fn ring_alive() -> bool {
+    try_with_ring(|_| ()).is_some()
 }
 
 /// Runs `f` on this thread's ring.
@@ -311,17 +338,20 @@ impl Ring {
                 // A linked write that failed or was short: the pair's only completion (the read
                 // it cancels posts none).
                 let key = (k & !LINK_HEAD) as usize;
-                match self.ops.get_mut(key) {
-                    Some(OpState::Linked { waker, head, .. }) => {
-                        *head = Some(res);
-                        if let Some(w) = waker.take() {
-                            w.wake();
-                        }
-                    }
-                    Some(OpState::Abandoned { .. }) => {
+                let Some(OpState::Linked(l)) = self.ops.get_mut(key) else {
+                    debug_assert!(false, "linked write's completion without its pair");
+                    return;
+                };
+                l.head = Some(res);
+                if let Some(v) = l.write.take() {
+                    give_iovecs(v);
+                }
+                if l.ended() {
+                    if l.abandoned.is_some() {
                         self.ops.remove(key);
+                    } else if let Some(w) = l.waker.take() {
+                        w.wake();
                     }
-                    _ => debug_assert!(false, "linked write's completion without its pair"),
                 }
                 return;
             }
@@ -341,9 +371,16 @@ impl Ring {
                     w.wake();
                 }
             }
-            OpState::Linked { waker, tail, .. } => {
-                *tail = Some((res, flags));
-                if let Some(w) = waker.take() {
+            OpState::Linked(l) => {
+                l.tail = Some((res, flags));
+                if l.abandoned.is_some() {
+                    if let Some(bid) = cqueue::buffer_select(flags)
+                        && let Some(bufs) = &mut self.bufs
+                    {
+                        bufs.give_back(bid);
+                    }
+                    self.ops.remove(key);
+                } else if let Some(w) = l.waker.take() {
                     w.wake();
                 }
             }
@@ -426,6 +463,25 @@ impl<T: 'static> Op<T> {
             data: Some(data),
             fd_result: false,
         }
+    }
+
+    /// Lets the operation run to its completion with nobody waiting for it: its resources move
+    /// into the slab entry (as a dropped op's do) but nothing cancels it. For a write that must
+    /// still go out after its stream is dropped.
+    pub fn detach(mut self) {
+        let Some(data) = self.data.take() else { return };
+        let key = self.key;
+        let _ = try_with_ring(move |r| match &r.ops[key] {
+            OpState::Done { .. } => {
+                r.ops.remove(key);
+            }
+            _ => {
+                r.ops[key] = OpState::Abandoned {
+                    _keep: Box::new(data),
+                    fd_results: false,
+                };
+            }
+        });
     }
 
     /// Marks a non-negative result as a new fd this op must close if it is dropped.
@@ -517,9 +573,16 @@ impl<T: 'static> Drop for Op<T> {
 ///
 /// Resolves to `Ok((res, flags))`, the read's completion (the write went whole), or `Err(res)`,
 /// the write's when it failed or was short (the read never ran), and the resources `T`.
+///
+/// With `release` buffers given at submit, the write's completion is not skipped: it hands them
+/// back the moment the write is done, so a read that may wait long (a keep-alive client's next
+/// request) does not pin the answer's memory. Still one wake-up: the write's completion wakes
+/// nobody.
 pub struct LinkedOp<T: 'static> {
     key: usize,
     data: Option<T>,
+    /// Release mode: the write's length (its completion's result when it went whole).
+    write_len: Option<usize>,
 }
 
 impl<T: 'static> LinkedOp<T> {
@@ -529,16 +592,30 @@ impl<T: 'static> LinkedOp<T> {
     /// As [`Op::submit`], for both entries. `write` must fail rather than complete short (a
     /// stream socket's send with `MSG_WAITALL`, 5.18), or the read would start with part of the
     /// request unsent.
-    pub unsafe fn submit(write: squeue::Entry, read: squeue::Entry, data: T) -> LinkedOp<T> {
+    pub unsafe fn submit(
+        write: squeue::Entry,
+        read: squeue::Entry,
+        data: T,
+        release: Option<Box<IoVecs>>,
+    ) -> LinkedOp<T> {
+        let write_len = release
+            .as_ref()
+            .map(|v| v.bufs.iter().map(Bytes::len).sum::<usize>());
         let key = with_ring(|r| {
-            let key = r.ops.insert(OpState::Linked {
+            let flags = if release.is_some() {
+                squeue::Flags::IO_LINK
+            } else {
+                squeue::Flags::IO_LINK | squeue::Flags::SKIP_SUCCESS
+            };
+            let key = r.ops.insert(OpState::Linked(Linked {
                 waker: None,
                 head: None,
                 tail: None,
-            });
-            let write = write
-                .flags(squeue::Flags::IO_LINK | squeue::Flags::SKIP_SUCCESS)
-                .user_data(key as u64 | LINK_HEAD);
+                release: release.is_some(),
+                write: release,
+                abandoned: None,
+            }));
+            let write = write.flags(flags).user_data(key as u64 | LINK_HEAD);
             // SAFETY: as the caller promised; `data` moves into the returned op, and into the
             // slab on drop, without its heap memory moving.
             unsafe { r.push_pair(&write, &read.user_data(key as u64)) };
@@ -547,6 +624,7 @@ impl<T: 'static> LinkedOp<T> {
         LinkedOp {
             key,
             data: Some(data),
+            write_len,
         }
     }
 }
@@ -555,20 +633,24 @@ impl<T: 'static> Future for LinkedOp<T> {
     type Output = (Result<(i32, u32), i32>, T);
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let key = self.key;
+        let (key, write_len) = (self.key, self.write_len);
         let done = with_ring(|r| {
-            let OpState::Linked { waker, head, tail } = &mut r.ops[key] else {
+            let OpState::Linked(l) = &mut r.ops[key] else {
                 unreachable!("linked op in another state");
             };
-            let out = match (*head, *tail) {
-                (Some(res), _) => Err(res),
-                (None, Some(done)) => Ok(done),
-                (None, None) => {
-                    if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                        *waker = Some(cx.waker().clone());
-                    }
-                    return None;
+            if !l.ended() {
+                if !l.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    l.waker = Some(cx.waker().clone());
                 }
+                return None;
+            }
+            let whole = |h: i32| write_len.is_some_and(|n| usize::try_from(h) == Ok(n));
+            let out = match (l.head, l.tail) {
+                // Release mode: the write's completion came; it broke the chain unless whole.
+                (Some(h), Some(done)) if l.release && whole(h) => Ok(done),
+                (Some(h), _) => Err(h),
+                (None, Some(done)) => Ok(done),
+                (None, None) => unreachable!("ended without a completion"),
             };
             r.ops.remove(key);
             Some(out)
@@ -591,20 +673,26 @@ impl<T: 'static> Drop for LinkedOp<T> {
         let Some(data) = self.data.take() else { return };
         let key = self.key;
         let mut data = Some(data);
-        let ran = try_with_ring(|r| match &r.ops[key] {
-            OpState::Linked { head, tail, .. } if head.is_some() || tail.is_some() => {
+        let ran = try_with_ring(|r| {
+            let OpState::Linked(l) = &mut r.ops[key] else {
+                unreachable!("linked op in another state");
+            };
+            if l.ended() {
+                let tail = l.tail;
                 r.ops.remove(key);
+                if let Some((_, flags)) = tail
+                    && let Some(bid) = cqueue::buffer_select(flags)
+                    && let Some(bufs) = &mut r.bufs
+                {
+                    bufs.give_back(bid);
+                }
+                return;
             }
-            _ => {
-                r.ops[key] = OpState::Abandoned {
-                    _keep: Box::new(data.take()),
-                    fd_results: false,
-                };
-                // Both halves: the write may still be waiting for socket room (the read then
-                // has not started and cannot be found); its cancellation ends the pair.
-                r.cancel_user_data(key as u64 | LINK_HEAD);
-                r.cancel(key);
-            }
+            l.abandoned = Some(Box::new(data.take()));
+            // Both halves: the write may still be waiting for socket room (the read then has
+            // not started and cannot be found); its cancellation ends the pair.
+            r.cancel_user_data(key as u64 | LINK_HEAD);
+            r.cancel(key);
         });
         if ran.is_none()
             && let Some(d) = data.take()

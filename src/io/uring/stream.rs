@@ -17,7 +17,8 @@ use std::time::Duration;
 use bytes::{Buf, Bytes, BytesMut};
 use io_uring::{cqueue, opcode, squeue, types};
 
-use super::ring::{Fd, LinkedOp, MultiOp, Op, result, with_ring};
+use super::iovecs::{IoVecs, give_iovecs, iovecs_for};
+use super::ring::{Fd, LinkedOp, MultiOp, Op, result, ring_alive, with_ring};
 use super::{BUFFER_RING, MAX_IOVECS, RING_EXHAUSTED, bufring};
 
 /// A blocking-mode, close-on-exec stream socket: the ring does the waiting, so the fd needs no
@@ -33,73 +34,26 @@ fn new_socket(
 pub struct Stream {
     fd: Rc<Fd>,
     tcp: bool,
+    /// A keep-alive answer's last write, held back to go to the kernel linked with the next
+    /// idle read ([`Stream::defer_write`]); every other operation sends it first.
+    deferred: Option<Box<IoVecs>>,
 }
 
-/// What a SENDMSG points at: its msghdr and iovecs, boxed so the kernel's pointers stay valid
-/// while the op (and the box) moves.
-struct IoVecs {
-    msg: libc::msghdr,
-    iov: Vec<libc::iovec>,
-    bufs: Vec<Bytes>,
-}
-
-/// Spare iovec boxes kept per thread: about the vectored writes in flight at once on a shard.
-const SPARE_IOVECS_MAX: usize = 256;
-
-thread_local! {
-    /// Iovec boxes between writes. Per thread, not per stream: an idle connection holds none
-    /// (kept on the stream, one cost ~340 bytes per idle keepalive client).
-    // Boxed: an op takes the box, and the kernel's pointers into the msghdr must not move.
-    #[allow(clippy::vec_box)]
-    static SPARE_IOVECS: std::cell::RefCell<Vec<Box<IoVecs>>> =
-        const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// Gives an iovec box back to the thread's spares once its write is done (its pieces dropped).
-fn give_iovecs(mut v: Box<IoVecs>) {
-    v.bufs.clear();
-    if v.bufs.capacity() > crate::io::MAX_IOVECS {
-        // One huge write must not pin its vectors for good.
-        return;
-    }
-    let _ = SPARE_IOVECS.try_with(|l| {
-        let mut l = l.borrow_mut();
-        if l.len() < SPARE_IOVECS_MAX {
-            l.push(v);
+impl Drop for Stream {
+    fn drop(&mut self) {
+        // A held-back answer still goes out: a detached SENDMSG keeps its buffers and the socket
+        // (its own fd reference) until it completes, and the socket closes after it.
+        if let Some(mut v) = self.deferred.take()
+            && ring_alive()
+        {
+            v.point_at(0);
+            let entry = opcode::SendMsg::new(self.raw(), &v.msg as *const libc::msghdr)
+                .flags((libc::MSG_NOSIGNAL | libc::MSG_WAITALL) as u32)
+                .build();
+            // SAFETY: the msghdr, iovecs and bytes live in the boxed `v`, which the detached op
+            // owns with a reference to the fd until its completion.
+            unsafe { Op::submit(entry, (v, self.fd.clone())) }.detach();
         }
-    });
-}
-
-impl IoVecs {
-    /// Points the msghdr at `bufs[first..]`, at most [`MAX_IOVECS`] of them.
-    fn point_at(&mut self, first: usize) {
-        let end = self.bufs.len().min(first + MAX_IOVECS);
-        self.iov.clear();
-        for b in &self.bufs[first..end] {
-            self.iov.push(libc::iovec {
-                iov_base: b.as_ptr().cast_mut().cast(),
-                iov_len: b.len(),
-            });
-        }
-        self.msg.msg_iov = self.iov.as_mut_ptr();
-        self.msg.msg_iovlen = self.iov.len();
-    }
-
-    /// Drops the first `n` bytes written: whole buffers go, a partly written one keeps its
-    /// rest (sliced, not copied).
-    fn advance(&mut self, mut n: usize) {
-        let mut done = 0;
-        while n > 0 && done < self.bufs.len() {
-            let b = &mut self.bufs[done];
-            if n >= b.len() {
-                n -= b.len();
-                done += 1;
-            } else {
-                b.advance(n);
-                n = 0;
-            }
-        }
-        self.bufs.drain(..done);
     }
 }
 
@@ -108,6 +62,7 @@ impl Stream {
         Stream {
             fd: Rc::new(Fd(fd)),
             tcp,
+            deferred: None,
         }
     }
 
@@ -149,7 +104,36 @@ impl Stream {
 
     /// Reads into the spare capacity of `buf`, after its length.
     pub async fn read(&mut self, buf: BytesMut) -> (io::Result<usize>, BytesMut) {
+        if let Err(e) = self.flush_deferred().await {
+            return (Err(e), buf);
+        }
         read_fd(&self.fd, buf).await
+    }
+
+    /// Holds `bufs` back, to be sent linked with the next [`Stream::read_idle`]: the answer to
+    /// a keep-alive request and the wait for the next one cost one completion and one wake-up.
+    /// Any other operation on the stream sends them first, and a stream dropped with them still
+    /// sends them. Returns `bufs` when they cannot wait (no linked ops or no buffer ring: write
+    /// them now).
+    pub fn defer_write(&mut self, bufs: crate::io::Pieces) -> Option<crate::io::Pieces> {
+        if !super::linked_ops() || !BUFFER_RING.get() || self.deferred.is_some() {
+            return Some(bufs);
+        }
+        let v = iovecs_for(bufs);
+        if !v.bufs.is_empty() {
+            self.deferred = Some(v);
+        } else {
+            give_iovecs(v);
+        }
+        None
+    }
+
+    /// Sends a deferred write now, if one is held.
+    pub async fn flush_deferred(&mut self) -> io::Result<()> {
+        match self.deferred.take() {
+            Some(v) => self.send_iovecs(v).await,
+            None => Ok(()),
+        }
     }
 
     /// Waits for data holding no buffer: the kernel takes one from the shard's provided-buffer
@@ -168,8 +152,39 @@ impl Stream {
                 .buf_group(bufring::GROUP)
                 .build()
                 .flags(squeue::Flags::BUFFER_SELECT);
-            // SAFETY: no buffer pointer: the kernel picks a ring buffer, which the ring owns.
-            let (res, flags, _) = unsafe { Op::submit(entry, self.fd.clone()) }.await;
+            let (res, flags) = match self.deferred.take() {
+                None => {
+                    // SAFETY: no buffer pointer: the kernel picks a ring buffer, which the ring
+                    // owns.
+                    let (res, flags, _) = unsafe { Op::submit(entry, self.fd.clone()) }.await;
+                    (res, flags)
+                }
+                Some(mut v) => {
+                    v.point_at(0);
+                    let write = opcode::SendMsg::new(self.raw(), &v.msg as *const libc::msghdr)
+                        .flags((libc::MSG_NOSIGNAL | libc::MSG_WAITALL) as u32)
+                        .build();
+                    // SAFETY: the msghdr, iovecs and bytes live in the boxed `v`, which the
+                    // pair's slab entry holds until the write's completion (release mode), and
+                    // the op holds the fd until the read's, the last; the read names no buffer
+                    // (a ring buffer). MSG_WAITALL on a stream socket, as `LinkedOp` requires.
+                    let (out, _) =
+                        unsafe { LinkedOp::submit(write, entry, self.fd.clone(), Some(v)) }.await;
+                    match out {
+                        Ok(done) => done,
+                        Err(sent) => {
+                            // The answer failed part way (its buffers are gone with the write's
+                            // completion): the connection cannot go on.
+                            let e = if sent < 0 {
+                                io::Error::from_raw_os_error(-sent)
+                            } else {
+                                io::ErrorKind::WriteZero.into()
+                            };
+                            return (Err(e), BytesMut::new());
+                        }
+                    }
+                }
+            };
             let bid = cqueue::buffer_select(flags);
             match (res, bid) {
                 (n, Some(bid)) if n > 0 => {
@@ -195,6 +210,13 @@ impl Stream {
                 (e, _) => return (Err(io::Error::from_raw_os_error(-e)), BytesMut::new()),
             }
         }
+        // Boxed: this path has no buffer ring, so nothing was deferred and it is a no-op; inline
+        // its state would grow every idle connection's wait past a slot class.
+        if self.deferred.is_some()
+            && let Err(e) = crate::io::boxed(self.flush_deferred()).await
+        {
+            return (Err(e), BytesMut::new());
+        }
         let entry = opcode::PollAdd::new(self.raw(), libc::POLLIN as u32).build();
         // SAFETY: POLL_ADD names only the fd, which the op's data keeps open.
         let (res, _, _) = unsafe { Op::submit(entry, self.fd.clone()) }.await;
@@ -211,13 +233,15 @@ impl Stream {
     }
 
     pub async fn write_all(&mut self, buf: Bytes) -> io::Result<()> {
+        self.flush_deferred().await?;
         write_all_fd(&self.fd, buf).await.map(drop)
     }
 
     /// Writes every buffer with SENDMSG, as many iovecs per op as the kernel takes
     /// ([`MAX_IOVECS`]), resubmitting after a short write.
     pub async fn write_vectored_all(&mut self, bufs: crate::io::Pieces) -> io::Result<()> {
-        let v = self.iovecs_for(bufs);
+        self.flush_deferred().await?;
+        let v = iovecs_for(bufs);
         self.send_iovecs(v).await
     }
 
@@ -234,10 +258,13 @@ impl Stream {
         bufs: crate::io::Pieces,
         mut buf: BytesMut,
     ) -> (io::Result<()>, Option<io::Result<usize>>, BytesMut) {
+        if let Err(e) = self.flush_deferred().await {
+            return (Err(e), None, buf);
+        }
         if !super::linked_ops() || bufs.len() > MAX_IOVECS || bufs.iter().all(Bytes::is_empty) {
             return (self.write_vectored_all(bufs).await, None, buf);
         }
-        let mut v = self.iovecs_for(bufs);
+        let mut v = iovecs_for(bufs);
         v.point_at(0);
         if buf.capacity() == buf.len() {
             buf.reserve(4096);
@@ -258,7 +285,7 @@ impl Stream {
         // The send uses MSG_WAITALL on a stream socket (kernels with linked ops retry a short
         // send under it).
         let (out, (mut v, mut buf, _)) =
-            unsafe { LinkedOp::submit(write, read, (v, buf, self.fd.clone())) }.await;
+            unsafe { LinkedOp::submit(write, read, (v, buf, self.fd.clone()), None) }.await;
         match out {
             Ok((res, _)) => {
                 give_iovecs(v);
@@ -279,29 +306,6 @@ impl Stream {
                 (Err(io::Error::from_raw_os_error(-e)), None, buf)
             }
         }
-    }
-
-    /// An iovec box from the thread's spares (a new one if none is left), holding `bufs` minus
-    /// empty ones.
-    fn iovecs_for(&mut self, bufs: crate::io::Pieces) -> Box<IoVecs> {
-        let mut v = SPARE_IOVECS
-            .try_with(|l| l.borrow_mut().pop())
-            .ok()
-            .flatten()
-            .unwrap_or_else(|| {
-                Box::new(IoVecs {
-                    // SAFETY: an all-zero msghdr is a valid empty one.
-                    msg: unsafe { std::mem::zeroed() },
-                    iov: Vec::new(),
-                    bufs: Vec::new(),
-                })
-            });
-        // Moved into the kept Vec (no allocation once it has grown): the op owns them.
-        v.bufs.clear();
-        let mut bufs = bufs;
-        v.bufs.extend(bufs.drain(..).filter(|b| !b.is_empty()));
-        crate::io::give_parts(bufs);
-        v
     }
 
     /// Sends what `v` holds with SENDMSG, resubmitting after short writes; keeps `v` for the
@@ -334,6 +338,8 @@ impl Stream {
         linger: Duration,
         moved: &crate::io::TunnelBytes,
     ) -> io::Result<()> {
+        self.flush_deferred().await?;
+        other.flush_deferred().await?;
         let (there, back) = (&moved.there, &moved.back);
         crate::io::join_directions(
             pump(&self.fd, &other.fd, there),

@@ -533,3 +533,60 @@ fn random_cancellation_of_linked_chains_frees_nothing_early() {
         assert_eq!(with_ring(|r| r.ops_in_flight()), 0, "ops left in the slab");
     });
 }
+
+/// A write held back by `defer_write` goes out linked with the next idle read (one wake-up),
+/// is sent first by any other operation (order kept), and still goes out when the stream is
+/// dropped with it.
+#[test]
+fn a_deferred_write_goes_out_with_the_next_read_or_before_anything_else() {
+    let rt = runtime(&UringOptions::default()).expect("runtime");
+    rt.block_on(async {
+        let (mut s, mut p) = pair();
+        let parts =
+            |t: &'static [u8]| -> crate::io::Pieces { smallvec::smallvec![Bytes::from_static(t)] };
+        if s.defer_write(parts(b"answer-1")).is_some() {
+            println!("SKIPPED: deferred writes: no linked ops or buffer ring on this kernel");
+            return;
+        }
+        // Held back: nothing on the wire until the next read.
+        p.set_nonblocking(true).unwrap();
+        let mut got = [0u8; 64];
+        assert!(p.read(&mut got).is_err(), "nothing sent yet");
+        p.set_nonblocking(false).unwrap();
+        p.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        // The idle read sends it; the peer answers; one completion for both.
+        let peer = std::thread::spawn(move || {
+            let mut got = [0u8; 8];
+            p.read_exact(&mut got).unwrap();
+            assert_eq!(&got, b"answer-1");
+            p.write_all(b"next").unwrap();
+            p
+        });
+        let ((r, buf), polls) = counting_polls(s.read_idle(BytesMut::new, 64)).await;
+        assert_eq!((r.unwrap(), &buf[..]), (4, &b"next"[..]));
+        // The write's completion gives its buffers back and wakes nobody.
+        assert_eq!(polls, 2, "the write and the read: one wake-up");
+        let mut p = peer.join().unwrap();
+        // Another write sends the held one first: order kept.
+        assert!(s.defer_write(parts(b"answer-2")).is_none());
+        s.write_all(Bytes::from_static(b"+more")).await.unwrap();
+        let mut got = [0u8; 13];
+        p.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"answer-2+more");
+        // Dropped while holding one: it is still sent, then the socket closes.
+        assert!(s.defer_write(parts(b"last")).is_none());
+        drop(s);
+        // Loop turns: one submits the detached write, a later one reaps it and closes the fd.
+        crate::io::sleep(Duration::from_millis(20)).await;
+        let mut rest = Vec::new();
+        p.read_to_end(&mut rest).unwrap();
+        assert_eq!(rest, b"last");
+        for _ in 0..100 {
+            if with_ring(|r| r.ops_in_flight()) == 0 {
+                break;
+            }
+            crate::io::sleep(Duration::from_millis(1)).await;
+        }
+        assert_eq!(with_ring(|r| r.ops_in_flight()), 0);
+    });
+}
