@@ -359,16 +359,23 @@ impl Stream {
     /// # Cancellation
     /// Dropping the future (a timeout) loses `buf` with the read, as [`Stream::read`] does, and
     /// leaves unknown how much was written: the connection must be closed.
-    pub async fn write_vectored_then_read(
+    pub fn write_vectored_then_read(
         &mut self,
         bufs: impl Into<Pieces>,
         buf: BytesMut,
-    ) -> (io::Result<()>, Option<io::Result<usize>>, BytesMut) {
+    ) -> impl Future<Output = (io::Result<()>, Option<io::Result<usize>>, BytesMut)> + '_ {
+        use futures_util::future::Either;
+        // Built eagerly, not in an async fn: the future then holds the driver's future only,
+        // not the 136-byte pieces as well.
         let bufs = bufs.into();
         match self {
-            Stream::Uring(s) => s.write_vectored_then_read(bufs, buf).await,
-            // Readiness has nothing to link: the write alone, the read left to the caller.
-            Stream::Epoll(s) => (s.write_vectored_all(bufs).await, None, buf),
+            Stream::Uring(s) => Either::Left(s.write_vectored_then_read(bufs, buf)),
+            // Readiness has nothing to link: the write alone (boxed: tokio's write is the
+            // larger state), the read left to the caller.
+            Stream::Epoll(s) => {
+                let write = boxed(s.write_vectored_all(bufs));
+                Either::Right(async move { (write.await, None, buf) })
+            }
         }
     }
 

@@ -253,59 +253,73 @@ impl Stream {
     ///
     /// Without linked operations (switched off, kernels before 6.0) or for more buffers than
     /// one SENDMSG takes, it only writes.
-    pub async fn write_vectored_then_read(
+    #[allow(clippy::manual_async_fn)] // on purpose: see the first comment
+    pub fn write_vectored_then_read(
         &mut self,
         bufs: crate::io::Pieces,
         mut buf: BytesMut,
-    ) -> (io::Result<()>, Option<io::Result<usize>>, BytesMut) {
-        if let Err(e) = self.flush_deferred().await {
-            return (Err(e), None, buf);
-        }
-        if !super::linked_ops() || bufs.len() > MAX_IOVECS || bufs.iter().all(Bytes::is_empty) {
-            return (self.write_vectored_all(bufs).await, None, buf);
-        }
+    ) -> impl Future<Output = (io::Result<()>, Option<io::Result<usize>>, BytesMut)> + '_ {
+        // The pieces go into the iovec box before the future is built, so it holds 8 bytes,
+        // not the 136-byte pieces twice (an async fn keeps its arguments twice, rust#62958):
+        // every fan-out call and proxied exchange carries and moves this future.
+        let linked = self.deferred.is_none()
+            && super::linked_ops()
+            && bufs.len() <= MAX_IOVECS
+            && !bufs.iter().all(Bytes::is_empty);
         let mut v = iovecs_for(bufs);
-        v.point_at(0);
-        if buf.capacity() == buf.len() {
-            buf.reserve(4096);
+        async move {
+            if !linked {
+                // Rare (a held-back answer first, no linked ops, a huge write): boxed.
+                return (crate::io::boxed(self.flush_then_send(v)).await, None, buf);
+            }
+            v.point_at(0);
+            if buf.capacity() == buf.len() {
+                buf.reserve(4096);
+            }
+            let spare = buf.spare_capacity_mut();
+            let (ptr, len) = (spare.as_mut_ptr().cast::<u8>(), spare.len());
+            // MSG_WAITALL: a short send retries in the kernel instead of completing short, which
+            // would let the read start with part of the request unsent; if it fails part way, the
+            // send completes (with what it sent) and the chain breaks.
+            let write = opcode::SendMsg::new(self.raw(), &v.msg as *const libc::msghdr)
+                .flags((libc::MSG_NOSIGNAL | libc::MSG_WAITALL) as u32)
+                .build();
+            let read = opcode::Recv::new(self.raw(), ptr, len as u32).build();
+            // SAFETY: the msghdr, iovecs and the bytes they point at live in the boxed `v`, and
+            // `ptr..ptr+len` is the spare capacity of `buf`'s heap allocation; the op owns both
+            // (moving them moves no heap memory) and a reference to the fd until the pair's one
+            // completion (the read's, or the write's if it broke the chain: the read never ran).
+            // The send uses MSG_WAITALL on a stream socket (kernels with linked ops retry a short
+            // send under it).
+            let (out, (mut v, mut buf, _)) =
+                unsafe { LinkedOp::submit(write, read, (v, buf, self.fd.clone()), None) }.await;
+            match out {
+                Ok((res, _)) => {
+                    give_iovecs(v);
+                    let read = result(res).inspect(|&n| {
+                        // SAFETY: the kernel initialised `n <= len` bytes of the spare capacity.
+                        unsafe { buf.set_len(buf.len() + n) };
+                    });
+                    (Ok(()), Some(read), buf)
+                }
+                Err(sent) if sent >= 0 => {
+                    // Short (interrupted part way): finish the write unlinked; the read is the
+                    // caller's.
+                    v.advance(sent as usize);
+                    (crate::io::boxed(self.send_iovecs(v)).await, None, buf)
+                }
+                Err(e) => {
+                    give_iovecs(v);
+                    (Err(io::Error::from_raw_os_error(-e)), None, buf)
+                }
+            }
         }
-        let spare = buf.spare_capacity_mut();
-        let (ptr, len) = (spare.as_mut_ptr().cast::<u8>(), spare.len());
-        // MSG_WAITALL: a short send retries in the kernel instead of completing short, which
-        // would let the read start with part of the request unsent; if it fails part way, the
-        // send completes (with what it sent) and the chain breaks.
-        let write = opcode::SendMsg::new(self.raw(), &v.msg as *const libc::msghdr)
-            .flags((libc::MSG_NOSIGNAL | libc::MSG_WAITALL) as u32)
-            .build();
-        let read = opcode::Recv::new(self.raw(), ptr, len as u32).build();
-        // SAFETY: the msghdr, iovecs and the bytes they point at live in the boxed `v`, and
-        // `ptr..ptr+len` is the spare capacity of `buf`'s heap allocation; the op owns both
-        // (moving them moves no heap memory) and a reference to the fd until the pair's one
-        // completion (the read's, or the write's if it broke the chain: the read never ran).
-        // The send uses MSG_WAITALL on a stream socket (kernels with linked ops retry a short
-        // send under it).
-        let (out, (mut v, mut buf, _)) =
-            unsafe { LinkedOp::submit(write, read, (v, buf, self.fd.clone()), None) }.await;
-        match out {
-            Ok((res, _)) => {
-                give_iovecs(v);
-                let read = result(res).inspect(|&n| {
-                    // SAFETY: the kernel initialised `n <= len` bytes of the spare capacity.
-                    unsafe { buf.set_len(buf.len() + n) };
-                });
-                (Ok(()), Some(read), buf)
-            }
-            Err(sent) if sent >= 0 => {
-                // Short (interrupted part way): finish the write unlinked; the read is the
-                // caller's.
-                v.advance(sent as usize);
-                (self.send_iovecs(v).await, None, buf)
-            }
-            Err(e) => {
-                give_iovecs(v);
-                (Err(io::Error::from_raw_os_error(-e)), None, buf)
-            }
-        }
+    }
+
+    /// Sends a held-back write, then `v`.
+    async fn flush_then_send(&mut self, v: Box<IoVecs>) -> io::Result<()> {
+        self.flush_deferred().await?;
+        self.send_iovecs(v).await
     }
 
     /// Sends what `v` holds with SENDMSG, resubmitting after short writes; keeps `v` for the
