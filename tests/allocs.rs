@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use common::backend::{Backend, BackendSpec};
-use common::gateway::free_port;
+use common::gateway::{fanout_calls, free_port};
 use ringway::both_drivers;
 use ringway::io::Driver;
 
@@ -65,12 +65,7 @@ fn start_gateway(driver: &str, backend: &Backend) -> SocketAddr {
     let port = free_port();
     let admin = free_port();
     let ep = backend.endpoint();
-    let calls: String = ["a", "b", "c", "d"]
-        .iter()
-        .map(|n| {
-            format!("[[route.fanout.call]]\nname = \"{n}\"\nupstream = \"b\"\npath = \"/{n}\"\n")
-        })
-        .collect();
+    let calls = fanout_calls("b", &["a", "b", "c", "d"]);
     let text = format!(
         "[server]\nlisten = [\"127.0.0.1:{port}\"]\nshards = 1\nio = \"{driver}\"\npin_cpus = false\n\n\
          [admin]\nlisten = \"127.0.0.1:{admin}\"\n\n[log]\naccess = \"off\"\n\n\

@@ -17,7 +17,7 @@ mod common;
 use ringway::both_drivers;
 
 use common::backend::{Backend, BackendSpec};
-use common::gateway::{Client, Gateway, preamble};
+use common::gateway::{Client, Gateway, fanout_calls, preamble};
 
 /// Requests measured after the warm-up.
 const N: u64 = 2000;
@@ -56,12 +56,7 @@ both_drivers!(wake_ups_and_completions_per_request, |driver: &str| {
     });
     let (mut cfg, addr, admin) = preamble(driver, 1);
     let ep = backend.endpoint();
-    let calls: String = ["a", "b", "c", "d"]
-        .iter()
-        .map(|n| {
-            format!("[[route.fanout.call]]\nname = \"{n}\"\nupstream = \"b\"\npath = \"/{n}\"\n")
-        })
-        .collect();
+    let calls = fanout_calls("b", &["a", "b", "c", "d"]);
     cfg.push_str(&format!(
         "[log]\naccess = \"off\"\n\n[[upstream]]\nname = \"b\"\nendpoints = [\"{ep}\"]\n\n\
          [[route]]\npath_prefix = \"/page\"\n[route.fanout]\ntimeout = \"2s\"\n{calls}\n\

@@ -43,6 +43,16 @@ pub struct Gateway {
     pub stderr_path: PathBuf,
 }
 
+/// `[[route.fanout.call]]` tables: one call per name, to `upstream`, on path `/<name>`.
+pub fn fanout_calls(upstream: &str, names: &[&str]) -> String {
+    names
+        .iter()
+        .map(|n| {
+            format!("[[route.fanout.call]]\nname = \"{n}\"\nupstream = \"{upstream}\"\npath = \"/{n}\"\n")
+        })
+        .collect()
+}
+
 /// The `[server]` + `[admin]` preamble for a test config on fresh ports; append upstreams/routes.
 pub fn preamble(driver: &str, shards: usize) -> (String, SocketAddr, SocketAddr) {
     let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();

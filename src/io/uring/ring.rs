@@ -551,18 +551,9 @@ impl<T: 'static> Drop for Op<T> {
                 r.cancel(key);
             }
         });
-        if ran.is_none()
-            && let Some(d) = data.take()
-            && RING
-                .try_with(|r| r.try_borrow_mut().is_err())
-                .unwrap_or(false)
-        {
-            // The ring exists but is borrowed: no op is dropped inside a ring borrow, so this
-            // is a bug; leaking beats freeing memory the kernel may still write.
-            debug_assert!(false, "io_uring op dropped inside a ring borrow");
-            std::mem::forget(d);
+        if ran.is_none() {
+            leak_if_ring_borrowed(data);
         }
-        // Otherwise the ring is gone: it closed after every op completed (see `uninstall`).
     }
 }
 
@@ -694,15 +685,24 @@ impl<T: 'static> Drop for LinkedOp<T> {
             r.cancel_user_data(key as u64 | LINK_HEAD);
             r.cancel(key);
         });
-        if ran.is_none()
-            && let Some(d) = data.take()
-            && RING
-                .try_with(|r| r.try_borrow_mut().is_err())
-                .unwrap_or(false)
-        {
-            debug_assert!(false, "io_uring op dropped inside a ring borrow");
-            std::mem::forget(d);
+        if ran.is_none() {
+            leak_if_ring_borrowed(data);
         }
+    }
+}
+
+/// For an op dropped when its ring could not be reached: if the ring exists but is borrowed (a
+/// bug: no op is dropped inside a ring borrow), leaking what the kernel may still write beats
+/// freeing it. Otherwise the ring is gone: it closed after every op completed (see
+/// `uninstall`), and `data` is dropped.
+fn leak_if_ring_borrowed<T>(data: Option<T>) {
+    if let Some(d) = data
+        && RING
+            .try_with(|r| r.try_borrow_mut().is_err())
+            .unwrap_or(false)
+    {
+        debug_assert!(false, "io_uring op dropped inside a ring borrow");
+        std::mem::forget(d);
     }
 }
 

@@ -25,6 +25,18 @@ fn pair() -> (Stream, StdUnixStream) {
     (Stream::from_std_unix(a).expect("stream"), b)
 }
 
+/// A socket pair with 4 KiB socket buffers: big writes complete short or wait for room.
+fn small_buffer_pair() -> (Stream, StdUnixStream) {
+    let (s, p) = pair();
+    socket2::SockRef::from(&p)
+        .set_recv_buffer_size(4096)
+        .unwrap();
+    socket2::SockRef::from(&s)
+        .set_send_buffer_size(4096)
+        .unwrap();
+    (s, p)
+}
+
 /// A tiny xorshift: deterministic "random" points without a dependency.
 struct Rng(u64);
 
@@ -94,20 +106,7 @@ fn random_cancellation_never_frees_a_buffer_the_kernel_owns() {
             drop(read);
             // Fresh canary buffers of the same size, likely on the memory just freed (if it had
             // been freed too early).
-            for _ in 0..2 {
-                let mut b = BytesMut::with_capacity(512);
-                b.resize(512, CANARY);
-                held.push(b);
-            }
-            if held.len() > 64 {
-                yield_now().await;
-                for b in held.drain(..) {
-                    assert!(
-                        b.iter().all(|&x| x == CANARY),
-                        "round {round}: a buffer was written after it was handed out again"
-                    );
-                }
-            }
+            canaries(&mut held, 64, round).await;
             // Drain what the peers' writes left, so later reads see fresh data.
             if round % 97 == 0 {
                 let mut sink = [0u8; 4096];
@@ -115,13 +114,7 @@ fn random_cancellation_never_frees_a_buffer_the_kernel_owns() {
             }
         }
         // Every cancellation's completion arrives within a few turns.
-        for _ in 0..100 {
-            if with_ring(|r| r.ops_in_flight()) == 0 {
-                break;
-            }
-            crate::io::sleep(Duration::from_millis(1)).await;
-        }
-        assert_eq!(with_ring(|r| r.ops_in_flight()), 0, "ops left in the slab");
+        assert_no_ops_left().await;
     });
 }
 
@@ -239,13 +232,7 @@ fn buffer_ring_exhaustion_falls_back_to_an_ordinary_read() {
 fn short_sends_are_resubmitted_in_order() {
     let rt = runtime(&UringOptions::default()).expect("runtime");
     rt.block_on(async {
-        let (mut s, p) = pair();
-        socket2::SockRef::from(&p)
-            .set_recv_buffer_size(4096)
-            .unwrap();
-        socket2::SockRef::from(&s)
-            .set_send_buffer_size(4096)
-            .unwrap();
+        let (mut s, p) = small_buffer_pair();
         let body: Vec<u8> = (0..2_000_000u32).map(|i| (i % 251) as u8).collect();
         let expect = body.clone();
         let reader = std::thread::spawn(move || {
@@ -337,6 +324,38 @@ fn a_panicking_task_closes_every_tasks_sockets() {
         let mut byte = [0u8; 1];
         assert_eq!(p.read(&mut byte).expect("EOF, not a timeout"), 0);
     }
+}
+
+/// Allocates two canary buffers of 512 bytes (likely on memory a dropped operation just gave up,
+/// if it gave it up too early) and, once more than `every` are held, lets a loop turn pass and
+/// checks that none was written.
+async fn canaries(held: &mut Vec<BytesMut>, every: usize, round: usize) {
+    for _ in 0..2 {
+        let mut b = BytesMut::with_capacity(512);
+        b.resize(512, CANARY);
+        held.push(b);
+    }
+    if held.len() > every {
+        yield_now().await;
+        for b in held.drain(..) {
+            assert!(
+                b.iter().all(|&x| x == CANARY),
+                "round {round}: a buffer was written after it was handed out again"
+            );
+        }
+    }
+}
+
+/// Waits (bounded: 200 loop turns of 1 ms) for every operation's completion, then checks that
+/// none is left in the slab.
+async fn assert_no_ops_left() {
+    for _ in 0..200 {
+        if with_ring(|r| r.ops_in_flight()) == 0 {
+            break;
+        }
+        crate::io::sleep(Duration::from_millis(1)).await;
+    }
+    assert_eq!(with_ring(|r| r.ops_in_flight()), 0, "ops left in the slab");
 }
 
 /// Polls `fut` to completion, counting its polls (a wake-up is a poll after the first).
@@ -441,13 +460,7 @@ fn a_failed_linked_write_breaks_the_chain() {
 fn a_linked_write_bigger_than_the_socket_buffer_goes_whole_before_the_read() {
     let rt = runtime(&UringOptions::default()).expect("runtime");
     rt.block_on(async {
-        let (mut s, p) = pair();
-        socket2::SockRef::from(&p)
-            .set_recv_buffer_size(4096)
-            .unwrap();
-        socket2::SockRef::from(&s)
-            .set_send_buffer_size(4096)
-            .unwrap();
+        let (mut s, p) = small_buffer_pair();
         let body: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
         let body = Bytes::from(body);
         let parts: Vec<Bytes> = (0..body.len())
@@ -508,29 +521,10 @@ fn random_cancellation_of_linked_chains_frees_nothing_early() {
                 }
             }
             drop(chain);
-            for _ in 0..2 {
-                let mut b = BytesMut::with_capacity(512);
-                b.resize(512, CANARY);
-                held.push(b);
-            }
-            if held.len() > 32 {
-                yield_now().await;
-                for b in held.drain(..) {
-                    assert!(
-                        b.iter().all(|&x| x == CANARY),
-                        "round {round}: a buffer was written after it was handed out again"
-                    );
-                }
-            }
+            canaries(&mut held, 32, round).await;
             drop(p);
         }
-        for _ in 0..200 {
-            if with_ring(|r| r.ops_in_flight()) == 0 {
-                break;
-            }
-            crate::io::sleep(Duration::from_millis(1)).await;
-        }
-        assert_eq!(with_ring(|r| r.ops_in_flight()), 0, "ops left in the slab");
+        assert_no_ops_left().await;
     });
 }
 
@@ -581,12 +575,6 @@ fn a_deferred_write_goes_out_with_the_next_read_or_before_anything_else() {
         let mut rest = Vec::new();
         p.read_to_end(&mut rest).unwrap();
         assert_eq!(rest, b"last");
-        for _ in 0..100 {
-            if with_ring(|r| r.ops_in_flight()) == 0 {
-                break;
-            }
-            crate::io::sleep(Duration::from_millis(1)).await;
-        }
-        assert_eq!(with_ring(|r| r.ops_in_flight()), 0);
+        assert_no_ops_left().await;
     });
 }
