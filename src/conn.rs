@@ -55,7 +55,8 @@ pub fn serve(client: Client, live: Rc<Live>, open: impl Sized) -> impl Future<Ou
             }
             first = false;
             scanner.reset();
-            let again = crate::io::boxed(serve_one(&mut client, &gw, got, &mut log_line)).await;
+            let again =
+                crate::io::boxed_with(|| serve_one(&mut client, &gw, got, &mut log_line)).await;
             if !again {
                 return;
             }
@@ -180,13 +181,14 @@ async fn dispatch<'g>(
     let (status, after) = match route.kind {
         RouteKind::Proxy { upstream } => {
             let group = &gw.upstreams[upstream];
-            crate::io::boxed(crate::proxy::forward(client, config, group, head)).await
+            crate::io::boxed_with(|| crate::proxy::forward(client, config, group, head)).await
         }
         RouteKind::Fanout { plan } => {
             let plan = &gw.fanouts[plan];
-            let serve =
-                crate::fanout::serve(client, config, &gw.upstreams, &route.label, plan, head);
-            crate::io::boxed(serve).await
+            crate::io::boxed_with(|| {
+                crate::fanout::serve(client, config, &gw.upstreams, &route.label, plan, head)
+            })
+            .await
         }
         RouteKind::Respond { answer } => {
             crate::io::boxed(crate::respond::serve(

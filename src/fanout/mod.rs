@@ -333,12 +333,9 @@ async fn gather(
         .iter()
         .zip(reqs)
         .map(|(call, req)| {
-            Some(crate::io::boxed(run_call(
-                &upstreams[call.upstream],
-                req,
-                limits,
-                bufs,
-            )))
+            Some(crate::io::boxed_with(|| {
+                run_call(&upstreams[call.upstream], req, limits, bufs)
+            }))
         })
         .collect();
     let mut pending = calls.len();

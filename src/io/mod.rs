@@ -37,7 +37,7 @@ mod timer;
 mod uring;
 
 pub use event::LocalEvent;
-pub use recycle::{Recycled, SlotStats, boxed};
+pub use recycle::{Recycled, SlotStats, boxed, boxed_with};
 pub use timeout::{Elapsed, Timeout, timeout, timeout_at, until};
 pub use uring::{DriverCounters, MAX_IOVECS, UringOptions, buffer_ring_exhausted, driver_counters};
 
