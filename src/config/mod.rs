@@ -215,8 +215,9 @@ pub struct IoUringConfig {
     /// `recv(MSG_PEEK | MSG_DONTWAIT)`) goes through the ring, with no syscall of its own, instead
     /// of a plain `recv` syscall. Any io_uring kernel (RECV, 5.6).
     pub pool_peek: bool,
-    /// A request written to a backend and the read of its answer go to the kernel as one linked
-    /// chain, woken once (`IOSQE_IO_LINK` + `IOSQE_CQE_SKIP_SUCCESS`; 6.0+ here).
+    /// Writes and the reads after them go to the kernel as linked chains, woken once
+    /// (`IOSQE_IO_LINK`; 6.0+ here): a backend request and its answer's first read, a keep-alive
+    /// answer and the read that waits for the client's next request.
     pub linked_ops: bool,
     /// `IORING_SETUP_DEFER_TASKRUN` (6.1+).
     pub defer_taskrun: bool,

@@ -41,8 +41,9 @@ pub struct UringOptions {
     pub buffer_ring_entries: u16,
     /// The pooled-connection reuse check goes through the ring ([`Stream::peek_on_ring`]).
     pub pool_peek: bool,
-    /// A request to a backend and the read of its answer go to the kernel as one linked chain
-    /// (`IOSQE_IO_LINK` + `IOSQE_CQE_SKIP_SUCCESS`, 6.0 here): one completion, one wake-up.
+    /// A write and the read after it go to the kernel as one linked chain (`IOSQE_IO_LINK`, 6.0
+    /// here): a backend request and its answer's first read, a keep-alive answer and the read
+    /// of the client's next request. One wake-up per pair.
     pub linked_ops: bool,
     /// IORING_SETUP_SQPOLL: a kernel thread per ring submits for us (opt-in: it burns CPU while
     /// busy, idling after [`SQPOLL_IDLE`]). Excludes DEFER_TASKRUN.
@@ -65,7 +66,7 @@ thread_local! {
     static BUFFER_RING: Cell<bool> = const { Cell::new(false) };
     /// Whether this thread's reuse checks go through the ring.
     static POOL_PEEK: Cell<bool> = const { Cell::new(true) };
-    /// Whether this thread links a backend write to the read of its answer.
+    /// Whether this thread links writes to the reads after them (see `UringOptions::linked_ops`).
     static LINKED_OPS: Cell<bool> = const { Cell::new(false) };
     /// Idle reads that found the ring empty (ENOBUFS) and used an ordinary buffer.
     static RING_EXHAUSTED: Cell<u64> = const { Cell::new(0) };

@@ -335,8 +335,9 @@ impl Ring {
             }
             CANCEL_TOKEN => return,
             k if k & LINK_HEAD != 0 => {
-                // A linked write that failed or was short: the pair's only completion (the read
-                // it cancels posts none).
+                // A linked write's completion: in skip mode only when it failed or was short,
+                // and then the pair's only one (the read it cancels posts none); in release mode
+                // always, giving its buffers back, with the read's still to come.
                 let key = (k & !LINK_HEAD) as usize;
                 let Some(OpState::Linked(l)) = self.ops.get_mut(key) else {
                     debug_assert!(false, "linked write's completion without its pair");

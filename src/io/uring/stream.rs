@@ -46,10 +46,7 @@ impl Drop for Stream {
         if let Some(mut v) = self.deferred.take()
             && ring_alive()
         {
-            v.point_at(0);
-            let entry = opcode::SendMsg::new(self.raw(), &v.msg as *const libc::msghdr)
-                .flags((libc::MSG_NOSIGNAL | libc::MSG_WAITALL) as u32)
-                .build();
+            let entry = self.send_whole(&mut v);
             // SAFETY: the msghdr, iovecs and bytes live in the boxed `v`, which the detached op
             // owns with a reference to the fd until its completion.
             unsafe { Op::submit(entry, (v, self.fd.clone())) }.detach();
@@ -128,12 +125,25 @@ impl Stream {
         None
     }
 
-    /// Sends a deferred write now, if one is held.
+    /// Sends a deferred write now, if one is held. Every operation but the idle read starts
+    /// with this, so the send is boxed (a recycled slot): inline, its state would grow every
+    /// read and write future by its size for a case that is rare there.
     pub async fn flush_deferred(&mut self) -> io::Result<()> {
         match self.deferred.take() {
-            Some(v) => self.send_iovecs(v).await,
+            Some(v) => crate::io::boxed(self.send_iovecs(v)).await,
             None => Ok(()),
         }
+    }
+
+    /// A SENDMSG of everything `v` holds (at most [`MAX_IOVECS`] buffers) that does not complete
+    /// short: under `MSG_WAITALL` a short send retries in the kernel, and one that fails part
+    /// way completes with what it sent. What a linked write needs (a short one would not break
+    /// the chain, and the read would start with part of the request unsent), and a detached one.
+    fn send_whole(&self, v: &mut IoVecs) -> squeue::Entry {
+        v.point_at(0);
+        opcode::SendMsg::new(self.raw(), &v.msg as *const libc::msghdr)
+            .flags((libc::MSG_NOSIGNAL | libc::MSG_WAITALL) as u32)
+            .build()
     }
 
     /// Waits for data holding no buffer: the kernel takes one from the shard's provided-buffer
@@ -160,10 +170,7 @@ impl Stream {
                     (res, flags)
                 }
                 Some(mut v) => {
-                    v.point_at(0);
-                    let write = opcode::SendMsg::new(self.raw(), &v.msg as *const libc::msghdr)
-                        .flags((libc::MSG_NOSIGNAL | libc::MSG_WAITALL) as u32)
-                        .build();
+                    let write = self.send_whole(&mut v);
                     // SAFETY: the msghdr, iovecs and bytes live in the boxed `v`, which the
                     // pair's slab entry holds until the write's completion (release mode), and
                     // the op holds the fd until the read's, the last; the read names no buffer
@@ -210,11 +217,7 @@ impl Stream {
                 (e, _) => return (Err(io::Error::from_raw_os_error(-e)), BytesMut::new()),
             }
         }
-        // Boxed: this path has no buffer ring, so nothing was deferred and it is a no-op; inline
-        // its state would grow every idle connection's wait past a slot class.
-        if self.deferred.is_some()
-            && let Err(e) = crate::io::boxed(self.flush_deferred()).await
-        {
+        if let Err(e) = self.flush_deferred().await {
             return (Err(e), BytesMut::new());
         }
         let entry = opcode::PollAdd::new(self.raw(), libc::POLLIN as u32).build();
@@ -272,18 +275,12 @@ impl Stream {
                 // Rare (a held-back answer first, no linked ops, a huge write): boxed.
                 return (crate::io::boxed(self.flush_then_send(v)).await, None, buf);
             }
-            v.point_at(0);
             if buf.capacity() == buf.len() {
                 buf.reserve(4096);
             }
             let spare = buf.spare_capacity_mut();
             let (ptr, len) = (spare.as_mut_ptr().cast::<u8>(), spare.len());
-            // MSG_WAITALL: a short send retries in the kernel instead of completing short, which
-            // would let the read start with part of the request unsent; if it fails part way, the
-            // send completes (with what it sent) and the chain breaks.
-            let write = opcode::SendMsg::new(self.raw(), &v.msg as *const libc::msghdr)
-                .flags((libc::MSG_NOSIGNAL | libc::MSG_WAITALL) as u32)
-                .build();
+            let write = self.send_whole(&mut v);
             let read = opcode::Recv::new(self.raw(), ptr, len as u32).build();
             // SAFETY: the msghdr, iovecs and the bytes they point at live in the boxed `v`, and
             // `ptr..ptr+len` is the spare capacity of `buf`'s heap allocation; the op owns both
