@@ -50,14 +50,20 @@ impl ShardLocal {
     }
 
     /// Every free list's spare count and misses, for the metrics: backend reads, client reads,
-    /// head scratch, then this thread's request-state slots.
-    pub fn free_lists(&self) -> [crate::metrics::FreeList; 4] {
+    /// head scratch, then this thread's request-state slots, answer piece vectors and write
+    /// iovec boxes.
+    pub fn free_lists(&self) -> [crate::metrics::FreeList; 6] {
         let list = |name, b: &ReadBufs| crate::metrics::FreeList {
             name,
             spare: b.spare() as u64,
             misses: b.misses(),
         };
         let slots = crate::io::recycle::stats();
+        let stats = |name, (spare, misses)| crate::metrics::FreeList {
+            name,
+            spare,
+            misses,
+        };
         [
             list("upstream_read", &self.read_bufs),
             list("client_read", &self.client_bufs),
@@ -67,6 +73,8 @@ impl ShardLocal {
                 spare: slots.spare as u64,
                 misses: slots.fresh,
             },
+            stats("answer_parts", crate::io::parts_stats()),
+            stats("write_iovecs", crate::io::iovec_stats()),
         ]
     }
 

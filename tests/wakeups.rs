@@ -10,7 +10,8 @@
 //! completion then wakes nobody). Each is
 //! one completion and one wake-up. The bounds follow from the features the gateway logged it
 //! uses, so the test holds on every kernel and with `RINGWAY_TEST_URING_FEATURES=off`. On epoll
-//! the counters exist and stay zero (tokio's executor keeps its own).
+//! the counters exist and stay zero (tokio's executor keeps its own). On both, no shard free
+//! list misses (allocates) in steady state.
 
 mod common;
 
@@ -39,11 +40,36 @@ fn per_request(gw: &Gateway, path: &str) -> (f64, f64, f64) {
         "ringway_shard_uring_sqes_total",
         "ringway_shard_uring_cqes_total",
     ];
+    let lists = [
+        "upstream_read",
+        "client_read",
+        "head_scratch",
+        "request_state",
+        "answer_parts",
+        "write_iovecs",
+    ];
+    let misses = || -> Vec<f64> {
+        lists
+            .iter()
+            .map(|l| {
+                gw.metric(&format!(
+                    "ringway_free_list_misses_total{{shard=\"0\",list=\"{l}\"}}"
+                ))
+                .unwrap_or_else(|| panic!("free list {l} is reported"))
+            })
+            .collect()
+    };
     let before: Vec<f64> = names.iter().map(|n| read(n)).collect();
+    let misses_before = misses();
     for _ in 0..N {
         assert_eq!(c.get(path).status, 200);
     }
     let after: Vec<f64> = names.iter().map(|n| read(n)).collect();
+    // Steady state: every free list (buffers, request state, answer vectors, iovec boxes) has a
+    // spare for each take, on both drivers.
+    for ((l, b), a) in lists.iter().zip(misses_before).zip(misses()) {
+        assert_eq!(a, b, "{path}: free list {l} allocated in steady state");
+    }
     // A scrape is not a shard task: the admin listener runs on its own thread.
     let d = |i: usize| (after[i] - before[i]) / N as f64;
     (d(0), d(1), d(2))

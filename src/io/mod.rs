@@ -32,6 +32,7 @@ pub mod event;
 pub mod probe;
 pub mod recycle;
 pub mod selftest;
+pub mod spares;
 mod timeout;
 mod timer;
 mod uring;
@@ -39,20 +40,32 @@ mod uring;
 pub use event::LocalEvent;
 pub use recycle::{Recycled, SlotStats, boxed, boxed_with};
 pub use timeout::{Elapsed, Timeout, timeout, timeout_at, until};
-pub use uring::{DriverCounters, MAX_IOVECS, UringOptions, buffer_ring_exhausted, driver_counters};
+pub use uring::{
+    DriverCounters, MAX_IOVECS, UringOptions, buffer_ring_exhausted, driver_counters, iovec_stats,
+};
 
 /// The buffers of one vectored write: inline up to four (a head and a few body pieces, what
 /// nearly every write has), so building one allocates nothing.
 pub type Pieces = smallvec::SmallVec<[Bytes; 4]>;
 
-/// Spare piece vectors kept per thread ([`take_parts`]): about the fan-out answers in flight at
-/// once on a shard.
-const SPARE_PARTS: usize = 64;
-/// Larger vectors are freed, not kept (a huge answer must not pin its vector for good).
+/// Larger piece vectors are freed, not kept (a huge answer must not pin its vector for good).
 const SPARE_PARTS_CAP: usize = 1024;
 
 thread_local! {
-    static PARTS: std::cell::RefCell<Vec<Vec<Bytes>>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Spare piece vectors ([`take_parts`]), bounded by `server.free_list_max`.
+    static PARTS: spares::Spares<Vec<Bytes>> = const { spares::Spares::new(recycle::DEFAULT_MAX_SPARE) };
+}
+
+/// This thread's spare piece vectors: (spare, misses), for the metrics.
+pub fn parts_stats() -> (u64, u64) {
+    PARTS.try_with(spares::Spares::stats).unwrap_or_default()
+}
+
+/// Sets how many spare piece vectors and iovec boxes this thread keeps (the shard's
+/// `server.free_list_max`).
+pub fn set_write_spares(max: usize) {
+    let _ = PARTS.try_with(|p| p.set_max(max));
+    uring::set_iovec_spares(max);
 }
 
 /// An empty vector for the pieces of a long write (a fan-out answer), with room for `cap`:
@@ -61,7 +74,7 @@ thread_local! {
 /// answers allocate no vector.
 pub fn take_parts(cap: usize) -> Vec<Bytes> {
     let mut v = PARTS
-        .try_with(|p| p.borrow_mut().pop())
+        .try_with(spares::Spares::take)
         .ok()
         .flatten()
         .unwrap_or_default();
@@ -79,12 +92,7 @@ fn give_parts(bufs: Pieces) {
         return;
     }
     v.clear();
-    let _ = PARTS.try_with(|p| {
-        let mut p = p.borrow_mut();
-        if p.len() < SPARE_PARTS {
-            p.push(v);
-        }
-    });
+    let _ = PARTS.try_with(|p| p.give(v));
 }
 
 /// Which I/O driver a shard runs.

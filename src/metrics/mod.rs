@@ -271,7 +271,8 @@ pub struct ShardSnapshot {
 /// One per-shard free list, as of a scrape.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct FreeList {
-    /// Its `list` label: `upstream_read`, `client_read`, `head_scratch`, `request_state`.
+    /// Its `list` label: `upstream_read`, `client_read`, `head_scratch`, `request_state`,
+    /// `answer_parts`, `write_iovecs`.
     pub name: &'static str,
     /// Spare items on it now.
     pub spare: u64,

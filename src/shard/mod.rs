@@ -414,6 +414,7 @@ async fn run_shard(
     let free_list_max = config.server.free_list_max;
     // This thread's request-state slots (crate::io::recycle) follow the same bound.
     crate::io::recycle::set_max_spare(free_list_max);
+    crate::io::set_write_spares(free_list_max);
     let local = ShardLocal::new(id, access_log.map(ShardAccessLog::new), free_list_max);
     let shard = Rc::new(Shard::new(
         id,

@@ -5,6 +5,7 @@
 use bytes::{Buf, Bytes};
 
 use super::MAX_IOVECS;
+use crate::io::spares::Spares;
 
 /// What a SENDMSG points at: its msghdr and iovecs, boxed so the kernel's pointers stay valid
 /// while the op (and the box) moves.
@@ -14,16 +15,23 @@ pub(super) struct IoVecs {
     pub(super) bufs: Vec<Bytes>,
 }
 
-/// Spare iovec boxes kept per thread: about the vectored writes in flight at once on a shard.
-const SPARE_IOVECS_MAX: usize = 256;
-
 thread_local! {
-    /// Iovec boxes between writes. Per thread, not per stream: an idle connection holds none
-    /// (kept on the stream, one cost ~340 bytes per idle keepalive client).
-    // Boxed: an op takes the box, and the kernel's pointers into the msghdr must not move.
-    #[allow(clippy::vec_box)]
-    static SPARE_IOVECS: std::cell::RefCell<Vec<Box<IoVecs>>> =
-        const { std::cell::RefCell::new(Vec::new()) };
+    /// Iovec boxes between writes, bounded by `server.free_list_max`. Per thread, not per
+    /// stream: an idle connection holds none (kept on the stream, one cost ~340 bytes per idle
+    /// keepalive client). Boxed: an op takes the box, and the kernel's pointers into the msghdr
+    /// must not move.
+    static SPARE_IOVECS: Spares<Box<IoVecs>> =
+        const { Spares::new(crate::io::recycle::DEFAULT_MAX_SPARE) };
+}
+
+/// Sets how many spare iovec boxes this thread keeps.
+pub(super) fn set_spares(max: usize) {
+    let _ = SPARE_IOVECS.try_with(|l| l.set_max(max));
+}
+
+/// This thread's spare iovec boxes: (spare, misses), for the metrics.
+pub(super) fn stats() -> (u64, u64) {
+    SPARE_IOVECS.try_with(Spares::stats).unwrap_or_default()
 }
 
 /// Gives an iovec box back to the thread's spares once its write is done (its pieces dropped).
@@ -33,19 +41,14 @@ pub(super) fn give_iovecs(mut v: Box<IoVecs>) {
         // One huge write must not pin its vectors for good.
         return;
     }
-    let _ = SPARE_IOVECS.try_with(|l| {
-        let mut l = l.borrow_mut();
-        if l.len() < SPARE_IOVECS_MAX {
-            l.push(v);
-        }
-    });
+    let _ = SPARE_IOVECS.try_with(|l| l.give(v));
 }
 
 /// An iovec box from the thread's spares (a new one if none is left), holding `bufs` minus
 /// empty ones.
 pub(super) fn iovecs_for(bufs: crate::io::Pieces) -> Box<IoVecs> {
     let mut v = SPARE_IOVECS
-        .try_with(|l| l.borrow_mut().pop())
+        .try_with(Spares::take)
         .ok()
         .flatten()
         .unwrap_or_else(|| {

@@ -82,6 +82,16 @@ pub fn linked_ops() -> bool {
     LINKED_OPS.get()
 }
 
+/// Sets how many spare SENDMSG iovec boxes this thread keeps.
+pub fn set_iovec_spares(max: usize) {
+    iovecs::set_spares(max);
+}
+
+/// This thread's spare SENDMSG iovec boxes: (spare, misses) (zero on epoll).
+pub fn iovec_stats() -> (u64, u64) {
+    iovecs::stats()
+}
+
 /// This thread's driver counters: task polls, SQEs queued, CQEs reaped.
 pub fn driver_counters() -> DriverCounters {
     let (sqes, cqes) = ring::counters();
