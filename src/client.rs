@@ -542,7 +542,10 @@ impl Client {
                 .header(b"Date", &crate::clock::http_date())
                 .end();
         });
-        self.write_vectored_all(smallvec::smallvec![head, body.freeze()] as rio::Pieces)
-            .await
+        // Boxed (a recycled slot, so no allocation): the write's ~840-byte state would otherwise
+        // sit inline in this future and in every caller's, proxy::forward and conn::serve_one
+        // among them, whose whole size is copied into place on every request.
+        let parts: rio::Pieces = smallvec::smallvec![head, body.freeze()];
+        crate::io::boxed_with(|| self.write_vectored_all(parts)).await
     }
 }

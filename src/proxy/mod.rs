@@ -86,6 +86,62 @@ struct Outgoing {
 }
 
 impl Outgoing {
+    /// The outgoing request for `head`: the rewritten head, and the body as far as it is
+    /// buffered.
+    ///
+    /// # Errors
+    /// A body over `limits.max_body_bytes`, or a malformed one (400).
+    fn prepare(
+        client: &mut Client,
+        config: &Config,
+        group: &UpstreamGroup,
+        head: RequestHead,
+    ) -> Result<Self, Error> {
+        let limits = &config.limits;
+        let framing = head.framing();
+        if let BodyFraming::ContentLength(n) = framing
+            && n > limits.max_body_bytes
+        {
+            return Err(Error::bad_request(HttpError::client(
+                ErrorKind::BodyTooLarge,
+            )));
+        }
+        // Answer `Expect: 100-continue` ourselves once a backend connection is in hand (the Expect
+        // header is then not forwarded), unless the body is already here.
+        let answer_continue =
+            head.expects_continue() && framing != BodyFraming::Empty && !client.has_buffered();
+
+        // Take what of the body is already buffered; if that is all of it, the request can be resent.
+        let mut body = BodyDecoder::new(framing).with_limit(limits.max_body_bytes);
+        let mut body_parts: Vec<Bytes> = Vec::new();
+        client
+            .take_body(&mut body, Some(&mut body_parts))
+            .map_err(Error::bad_request)?;
+        let mut fwd = http::Forwarded::new(client.ip(), group.name.as_bytes());
+        fwd.answered_continue = answer_continue;
+        fwd.tunnel = head.upgrade().is_some();
+        let ((), wire_head) =
+            client.render(|out| http::write_forward_request_head(out, &head, &fwd));
+        Ok(Outgoing {
+            head,
+            wire_head,
+            body_parts,
+            body_complete: body.is_done(),
+            body,
+            answer_continue,
+            continue_sent: false,
+            written: false,
+            times: Deadlines {
+                client: config.timeouts.client_idle,
+                upstream: config.timeouts.upstream_response,
+            },
+            limits: Limits {
+                max_head_bytes: limits.max_head_bytes.max(16 * 1024),
+                max_headers: limits.max_headers,
+            },
+        })
+    }
+
     /// Whether the request may be sent again after `e`: only while the whole request is in
     /// hand, and then if it was never written or is idempotent.
     fn resendable(&self) -> bool {
@@ -106,48 +162,11 @@ pub async fn forward(
     group: &UpstreamGroup,
     head: RequestHead,
 ) -> (u16, ConnAfter) {
-    let limits = &config.limits;
-    let framing = head.framing();
-    if let BodyFraming::ContentLength(n) = framing
-        && n > limits.max_body_bytes
-    {
-        let e = Error::bad_request(HttpError::client(ErrorKind::BodyTooLarge));
-        return client.answer_error(&e, None, ConnAfter::Close, &[]).await;
-    }
-    // Answer `Expect: 100-continue` ourselves once a backend connection is in hand (the Expect
-    // header is then not forwarded), unless the body is already here.
-    let answer_continue =
-        head.expects_continue() && framing != BodyFraming::Empty && !client.has_buffered();
-
-    // Take what of the body is already buffered; if that is all of it, the request can be resent.
-    let mut body = BodyDecoder::new(framing).with_limit(limits.max_body_bytes);
-    let mut body_parts: Vec<Bytes> = Vec::new();
-    if let Err(e) = client.take_body(&mut body, Some(&mut body_parts)) {
-        return client
-            .answer_error(&Error::bad_request(e), None, ConnAfter::Close, &[])
-            .await;
-    }
-    let mut fwd = http::Forwarded::new(client.ip(), group.name.as_bytes());
-    fwd.answered_continue = answer_continue;
-    fwd.tunnel = head.upgrade().is_some();
-    let ((), wire_head) = client.render(|out| http::write_forward_request_head(out, &head, &fwd));
-    let mut req = Outgoing {
-        head,
-        wire_head,
-        body_parts,
-        body_complete: body.is_done(),
-        body,
-        answer_continue,
-        continue_sent: false,
-        written: false,
-        times: Deadlines {
-            client: config.timeouts.client_idle,
-            upstream: config.timeouts.upstream_response,
-        },
-        limits: Limits {
-            max_head_bytes: limits.max_head_bytes.max(16 * 1024),
-            max_headers: limits.max_headers,
-        },
+    // Built by a plain function: its locals (framing, decoder, parts) then take no room in this
+    // future, whose whole size is copied into place on every request.
+    let mut req = match Outgoing::prepare(client, config, group, head) {
+        Ok(r) => r,
+        Err(e) => return client.answer_error(&e, None, ConnAfter::Close, &[]).await,
     };
 
     let mut ex = Exchange::new(group);

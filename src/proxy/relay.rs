@@ -63,15 +63,21 @@ pub(super) async fn relay_response(
         // The exchange only lets a 101 through when the client asked to upgrade.
         let leftover_client = client.take_leftover();
         let (stream, count) = client.stream_and_count();
-        let ok = tunnel(
-            stream,
-            count,
-            attempt.conn().stream(),
-            vec![head_bytes, ubuf.split().freeze()],
-            leftover_client,
-            times.client,
-            config.timeouts.tunnel_idle,
-        )
+        // Boxed: the tunnel's 1.6 KB state would otherwise be part of every proxied request's
+        // future (and of the copy that puts it in place).
+        let to_client = vec![head_bytes, ubuf.split().freeze()];
+        let upstream = attempt.conn().stream();
+        let ok = crate::io::boxed_with(|| {
+            tunnel(
+                stream,
+                count,
+                upstream,
+                to_client,
+                leftover_client,
+                times.client,
+                config.timeouts.tunnel_idle,
+            )
+        })
         .await;
         let outcome = if ok {
             UpstreamOutcome::Ok
