@@ -181,24 +181,40 @@ pub async fn forward(
         };
         client.note_upstream(attempt.pool());
         match exchange(client, &mut attempt, &mut req).await {
-            Ok((resp, ubuf, sent)) => {
+            Ok((resp, mut ubuf, sent)) => {
                 if let Err(e) = http::check_codings_deliverable(&resp, req.head.version()) {
                     // Not the backend's fault (it was spoken to in HTTP/1.1): no health report.
                     return fail(client, group, &req, Error::bad_response(e)).await;
                 }
                 ex.succeeded(&attempt);
-                let relayed =
-                    relay::relay_response(client, config, attempt, ubuf, &req.head, resp, sent);
-                return match relayed.await {
-                    Ok(r) => {
-                        client.shard().metrics().upstream(&group.name, r.outcome);
-                        (r.status, r.after)
-                    }
-                    Err((attempt, e)) => {
+                let relayed = relay::relay_response(
+                    client,
+                    config,
+                    &mut attempt,
+                    &mut ubuf,
+                    &req.head,
+                    &resp,
+                    sent,
+                );
+                let r = match relayed.await {
+                    Ok(r) => r,
+                    Err(e) => {
                         ex.failed(&attempt, &e);
-                        fail(client, group, &req, e).await
+                        return fail(client, group, &req, e).await;
                     }
                 };
+                // The head's bytes point into the buffer: dropped first, so its room can be reused.
+                drop(resp);
+                match r.backend {
+                    relay::Backend::Reuse(keep_alive) => {
+                        attempt.release_reusable(keep_alive);
+                        client.shard().read_bufs().put_back(ubuf);
+                    }
+                    relay::Backend::Close => client.shard().read_bufs().put_back(ubuf),
+                    relay::Backend::Drop => {}
+                }
+                client.shard().metrics().upstream(&group.name, r.outcome);
+                return (r.status, r.after);
             }
             Err(e) if ex.retry(&e, &attempt, req.resendable()) => continue,
             Err(e) => {

@@ -27,32 +27,46 @@ pub(super) struct Relayed {
     /// The exchange's outcome for the upstream metrics: `Error` when the body was cut short or
     /// the tunnel failed.
     pub outcome: UpstreamOutcome,
+    /// What the caller does with the backend connection and its read buffer.
+    pub backend: Backend,
+}
+
+/// What becomes of the backend connection after a relayed response. The caller acts on it, so
+/// this future borrows the attempt and buffer instead of holding copies of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Backend {
+    /// Back to its pool (with the backend's `Keep-Alive: timeout=`), the buffer recycled.
+    Reuse(Option<Duration>),
+    /// Closed; the buffer, read to a clean end, recycled.
+    Close,
+    /// Closed; the buffer dropped with it (a tunnel, or a body cut short).
+    Drop,
 }
 
 /// Sends the response head and streams its body to the client, or tunnels after a `101`.
 ///
-/// The backend connection goes back to its pool only when the body ended cleanly, the backend
-/// allows reuse, no byte beyond the response was read (honouring `Keep-Alive: timeout=`), and the
-/// backend got the whole request (`sent`); an early answer also closes the client connection.
+/// The backend connection may go back to its pool ([`Backend::Reuse`]) only when the body ended
+/// cleanly, the backend allows reuse, no byte beyond the response was read (honouring
+/// `Keep-Alive: timeout=`), and the backend got the whole request (`sent`); an early answer also
+/// closes the client connection.
 ///
 /// # Errors
 /// The response body's framing was invalid before any byte was written to the client: the
-/// caller answers 502 instead (the backend connection is closed with the attempt).
+/// caller answers 502 instead (and closes the backend connection).
 pub(super) async fn relay_response(
     client: &mut Client,
     config: &Config,
-    attempt: Attempt,
-    mut ubuf: BytesMut,
+    attempt: &mut Attempt,
+    ubuf: &mut BytesMut,
     req: &RequestHead,
-    resp: ResponseHead,
+    resp: &ResponseHead,
     sent: Sent,
-) -> Result<Relayed, (Attempt, Error)> {
-    let mut attempt = attempt;
+) -> Result<Relayed, Error> {
     let status = resp.status();
     let keep_client = client.conn_after(req, sent == Sent::Whole) == ConnAfter::KeepAlive;
     let date = crate::clock::http_date();
     let (plan, head_bytes) = client.render(|out| {
-        http::write_forward_response_head(out, &resp, req.version(), keep_client, Some(&date))
+        http::write_forward_response_head(out, resp, req.version(), keep_client, Some(&date))
     });
     let times = Deadlines {
         client: config.timeouts.client_idle,
@@ -88,6 +102,7 @@ pub(super) async fn relay_response(
             status,
             after: ConnAfter::Close,
             outcome,
+            backend: Backend::Drop,
         });
     }
 
@@ -97,7 +112,7 @@ pub(super) async fn relay_response(
         stream,
         count,
         attempt.conn().stream(),
-        &mut ubuf,
+        ubuf,
         &mut decoder,
         plan.body,
         head_bytes,
@@ -107,18 +122,17 @@ pub(super) async fn relay_response(
     .await;
     match end {
         BodyEnd::Complete => {
-            let keep_alive = resp.keep_alive_timeout().map(Duration::from_secs);
             let reusable = sent == Sent::Whole && resp.keep_alive() && ubuf.is_empty();
-            // The head's bytes point into the buffer: dropped first, so its room can be reused.
-            drop(resp);
-            if reusable {
-                attempt.release_reusable(keep_alive);
-            }
-            client.shard().read_bufs().put_back(ubuf);
+            let backend = if reusable {
+                Backend::Reuse(resp.keep_alive_timeout().map(Duration::from_secs))
+            } else {
+                Backend::Close
+            };
             Ok(Relayed {
                 status,
                 after: plan.client_conn,
                 outcome: UpstreamOutcome::Ok,
+                backend,
             })
         }
         BodyEnd::Truncated => {
@@ -130,14 +144,16 @@ pub(super) async fn relay_response(
                 status,
                 after: ConnAfter::Close,
                 outcome: UpstreamOutcome::Error,
+                backend: Backend::Drop,
             })
         }
         BodyEnd::ClientGone => Ok(Relayed {
             status,
             after: ConnAfter::Close,
             outcome: UpstreamOutcome::Error,
+            backend: Backend::Drop,
         }),
-        BodyEnd::Rejected(e) => Err((attempt, Error::bad_response(e))),
+        BodyEnd::Rejected(e) => Err(Error::bad_response(e)),
     }
 }
 
