@@ -70,6 +70,7 @@ impl Default for IoUringConfig {
             buffer_ring_entries: 256,
             pool_peek: true,
             linked_ops: true,
+            registered_files: true,
             defer_taskrun: true,
             coop_taskrun: true,
             single_issuer: true,

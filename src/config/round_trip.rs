@@ -231,6 +231,7 @@ fn config() -> impl Strategy<Value = Config> {
                         buffer_ring_entries: if u[1] { 256 } else { 1 },
                         pool_peek: u[2],
                         linked_ops: u[3],
+                        registered_files: u[4],
                         defer_taskrun: u[2],
                         coop_taskrun: u[3],
                         single_issuer: u[4],

@@ -41,7 +41,8 @@ pub use event::LocalEvent;
 pub use recycle::{Recycled, SlotStats, boxed, boxed_with};
 pub use timeout::{Elapsed, Timeout, timeout, timeout_at, until};
 pub use uring::{
-    DriverCounters, MAX_IOVECS, UringOptions, buffer_ring_exhausted, driver_counters, iovec_stats,
+    DriverCounters, MAX_FILE_SLOTS, MAX_IOVECS, UringOptions, buffer_ring_exhausted,
+    driver_counters, iovec_stats, registered_files,
 };
 
 /// The buffers of one vectored write: inline up to four (a head and a few body pieces, what

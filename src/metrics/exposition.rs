@@ -263,6 +263,27 @@ impl Collector for Scrape {
             counter,
             per_driver(|d| d.cqes),
         )?;
+        let per_driver_gauge = |f: fn(&crate::io::DriverCounters) -> u64| {
+            self.drivers
+                .iter()
+                .map(move |(shard, d)| ([("shard", shard.to_string())], gauge(f(d))))
+        };
+        family(
+            &mut e,
+            "shard_uring_registered_files",
+            "Sockets in the shard's io_uring file table, named by slot (0 on epoll; beyond the \
+             table, sockets use plain fds).",
+            gauge_type,
+            per_driver_gauge(|d| d.files_in_use),
+        )?;
+        family(
+            &mut e,
+            "shard_uring_file_slots",
+            "Slots in the shard's io_uring file table (0 on epoll or with \
+             io_uring.registered_files off).",
+            gauge_type,
+            per_driver_gauge(|d| d.file_slots),
+        )?;
         let lists = |f: fn(&FreeList) -> u64| {
             self.free_lists.iter().map(move |(shard, l)| {
                 (
@@ -325,6 +346,8 @@ mod tests {
                 task_polls: 7,
                 sqes: 9,
                 cqes: 8,
+                files_in_use: 5,
+                file_slots: 64,
             },
             ..ShardSnapshot::default()
         };
@@ -377,6 +400,8 @@ mod tests {
             "ringway_shard_task_polls_total{shard=\"0\"} 7",
             "ringway_shard_uring_sqes_total{shard=\"1\"} 9",
             "ringway_shard_uring_cqes_total{shard=\"0\"} 8",
+            "ringway_shard_uring_registered_files{shard=\"0\"} 5",
+            "ringway_shard_uring_file_slots{shard=\"1\"} 64",
             "ringway_shards_reporting 2",
             "# HELP ringway_draining 1 while the gateway drains.",
             "ringway_draining 1",

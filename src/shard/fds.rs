@@ -64,6 +64,20 @@ pub(super) fn backend_conn_max(config: &Config, shards: usize) -> usize {
         .saturating_mul(shards)
 }
 
+/// Slots for one shard's io_uring file table: its client connections (`clients`, the shard's
+/// share of the limit) and its pools' backend connections (`backends`, per shard), with a few
+/// to spare, within the kernel's table limit and the open-files limit (the kernel refuses a
+/// table larger than `RLIMIT_NOFILE`). Sockets beyond the table still work, on plain fds.
+pub(super) fn file_slots(clients: usize, backends: usize) -> u32 {
+    let want = clients
+        .saturating_add(backends)
+        .saturating_add(FD_PER_SHARD);
+    let cap = nofile_soft_limit().unwrap_or(usize::MAX);
+    u32::try_from(want.min(cap))
+        .unwrap_or(u32::MAX)
+        .min(crate::io::MAX_FILE_SLOTS)
+}
+
 /// Fds this process has open right now (`/proc/self/fd`, minus the one reading it).
 pub(super) fn open_fds_now() -> usize {
     std::fs::read_dir("/proc/self/fd").map_or(FD_SLACK, |d| d.count().saturating_sub(1))

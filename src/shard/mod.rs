@@ -124,6 +124,15 @@ pub fn start(
         Driver::Uring => crate::io::probe::uring_features().ok(),
         Driver::Epoll => None,
     };
+    let conn_limit = fds::client_conn_limit(
+        config.limits.max_connections,
+        fds::nofile_soft_limit(),
+        fds::open_fds_now(),
+        shards,
+        fds::backend_conn_max(&config, shards),
+    )
+    .div_ceil(shards)
+    .max(1);
     let uring_opts = UringOptions {
         coop_taskrun: config.io_uring.coop_taskrun,
         single_issuer: config.io_uring.single_issuer,
@@ -133,6 +142,11 @@ pub fn start(
         buffer_ring_entries: config.io_uring.buffer_ring_entries,
         pool_peek: config.io_uring.pool_peek,
         linked_ops: config.io_uring.linked_ops,
+        registered_files: if config.io_uring.registered_files {
+            fds::file_slots(conn_limit, fds::backend_conn_max(&config, 1))
+        } else {
+            0
+        },
         // Opt-in and not probed: the kernel's answer at ring setup is the authority.
         sqpoll: config.io_uring.sqpoll,
         ..UringOptions::default()
@@ -148,19 +162,11 @@ pub fn start(
             buffer_ring = uring_opts.buffer_ring,
             pool_peek = uring_opts.pool_peek,
             linked_ops = uring_opts.linked_ops,
+            registered_files = uring_opts.registered_files,
             sqpoll = uring_opts.sqpoll,
             "io_uring features in use"
         );
     }
-    let conn_limit = fds::client_conn_limit(
-        config.limits.max_connections,
-        fds::nofile_soft_limit(),
-        fds::open_fds_now(),
-        shards,
-        fds::backend_conn_max(&config, shards),
-    )
-    .div_ceil(shards)
-    .max(1);
 
     let (ready_tx, ready_rx) = mpsc::channel::<Result<usize, String>>();
     // Two phases: every shard builds its event loop and (on uring) passes the self-test, and

@@ -64,7 +64,7 @@ pub fn preamble(driver: &str, shards: usize) -> (String, SocketAddr, SocketAddr)
     // no multishot accept, no ring setup flags (CI runs the integration suites both ways).
     if std::env::var("RINGWAY_TEST_URING_FEATURES").as_deref() == Ok("off") {
         text.push_str(
-            "[io_uring]\nmultishot_accept = false\nbuffer_ring = false\npool_peek = false\nlinked_ops = false\ncoop_taskrun = false\nsingle_issuer = false\ndefer_taskrun = false\n\n",
+            "[io_uring]\nmultishot_accept = false\nbuffer_ring = false\npool_peek = false\nlinked_ops = false\nregistered_files = false\ncoop_taskrun = false\nsingle_issuer = false\ndefer_taskrun = false\n\n",
         );
     }
     (text, addr, admin)

@@ -45,6 +45,9 @@ pub struct UringOptions {
     /// here): a backend request and its answer's first read, a keep-alive answer and the read
     /// of the client's next request. One wake-up per pair.
     pub linked_ops: bool,
+    /// Slots in the ring's table of registered files (`files.rs`); 0: none, every operation
+    /// names its socket's fd.
+    pub registered_files: u32,
     /// IORING_SETUP_SQPOLL: a kernel thread per ring submits for us (opt-in: it burns CPU while
     /// busy, idling after [`SQPOLL_IDLE`]). Excludes DEFER_TASKRUN.
     pub sqpoll: bool,
@@ -95,10 +98,13 @@ pub fn iovec_stats() -> (u64, u64) {
 /// This thread's driver counters: task polls, SQEs queued, CQEs reaped.
 pub fn driver_counters() -> DriverCounters {
     let (sqes, cqes) = ring::counters();
+    let (files_in_use, file_slots) = files::usage();
     DriverCounters {
         task_polls: exec::task_polls(),
         sqes,
         cqes,
+        files_in_use: u64::from(files_in_use),
+        file_slots: u64::from(file_slots),
     }
 }
 
@@ -111,6 +117,18 @@ pub struct DriverCounters {
     pub sqes: u64,
     /// CQEs reaped.
     pub cqes: u64,
+    /// Sockets in the ring's file table now (a gauge).
+    pub files_in_use: u64,
+    /// Slots in that table (0: none).
+    pub file_slots: u64,
+}
+
+/// The most slots a ring's file table gets (5.10's limit).
+pub const MAX_FILE_SLOTS: u32 = files::MAX_SLOTS;
+
+/// This thread's registered-file slots: (in use, in the table); zeros without a table.
+pub fn registered_files() -> (u32, u32) {
+    files::usage()
 }
 
 /// How many idle reads on this thread found the buffer ring empty.
@@ -150,6 +168,7 @@ impl Default for UringOptions {
             buffer_ring_entries: 256,
             pool_peek: true,
             linked_ops: true,
+            registered_files: 1024,
             sqpoll: false,
         }
     }
@@ -242,6 +261,14 @@ impl Runtime {
                         None
                     };
                     BUFFER_RING.set(r.bufs.is_some());
+                    if opts.registered_files > 0
+                        && let Err(e) = files::register(r.uring(), opts.registered_files)
+                    {
+                        tracing::warn!(
+                            slots = opts.registered_files,
+                            "io_uring file table unavailable ({e}); operations name plain fds"
+                        );
+                    }
                     POOL_PEEK.set(opts.pool_peek);
                     LINKED_OPS.set(opts.linked_ops);
                     ring::install(r)?;
@@ -427,6 +454,7 @@ impl Drop for Sleep {
 
 mod bufring;
 mod exec;
+mod files;
 mod iovecs;
 mod ring;
 mod stream;

@@ -178,6 +178,8 @@ pub fn uninstall() {
         if let Some(bufs) = &ring.bufs {
             bufs.unregister(&ring.uring);
         }
+        // Sockets dropped from here on only close their fds: the table goes with the ring.
+        super::files::forget();
         // Ring closed first, then the buffer memory (the kernel no longer reads it).
         let Ring { uring, bufs, .. } = ring;
         drop(uring);
@@ -792,13 +794,47 @@ impl<T: 'static> Drop for MultiOp<T> {
 
 /// A socket fd shared by a stream and its in-flight operations: closed when the last goes.
 #[derive(Debug)]
-pub struct Fd(pub RawFd);
+pub struct Fd {
+    raw: RawFd,
+    /// Its slot in the ring's file table, if it got one (`files.rs`).
+    slot: Option<u32>,
+}
+
+impl Fd {
+    /// Owns `raw`, putting it in a slot of the ring's file table where there is one free.
+    pub fn registered(raw: RawFd) -> Fd {
+        Fd {
+            raw,
+            slot: super::files::insert(raw),
+        }
+    }
+
+    /// Owns `raw`, named by its fd only (listeners: few, and not worth a slot).
+    pub fn plain(raw: RawFd) -> Fd {
+        Fd { raw, slot: None }
+    }
+
+    pub fn raw(&self) -> RawFd {
+        self.raw
+    }
+
+    /// The file-table slot operations should name (with `IOSQE_FIXED_FILE`), if any.
+    pub fn slot(&self) -> Option<u32> {
+        self.slot
+    }
+}
 
 impl Drop for Fd {
     fn drop(&mut self) {
+        // The slot first: the table holds its own reference to the file, and the socket must
+        // close (send its FIN) now, not when the slot is next reused. No op names the slot any
+        // more: each holds a reference to this value until its final completion.
+        if let Some(slot) = self.slot {
+            super::files::remove(slot);
+        }
         // SAFETY: the fd is owned by this value alone (made from an accepted, connected or
         // handed-over socket) and closed exactly once, here.
-        unsafe { libc::close(self.0) };
+        unsafe { libc::close(self.raw) };
     }
 }
 

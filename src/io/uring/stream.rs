@@ -21,6 +21,17 @@ use super::iovecs::{IoVecs, give_iovecs, iovecs_for};
 use super::ring::{Fd, LinkedOp, MultiOp, Op, result, ring_alive, with_ring};
 use super::{BUFFER_RING, MAX_IOVECS, RING_EXHAUSTED, bufring};
 
+/// `opcode::$op::new(<the socket>, args..)`, the socket named by its file-table slot
+/// (`IOSQE_FIXED_FILE`) when it has one, else by its fd (`files.rs`).
+macro_rules! on_fd {
+    ($fd:expr, $op:ident($($arg:expr),* $(,)?)) => {
+        match $fd.slot() {
+            Some(slot) => opcode::$op::new(types::Fixed(slot), $($arg),*),
+            None => opcode::$op::new(types::Fd($fd.raw()), $($arg),*),
+        }
+    };
+}
+
 /// A blocking-mode, close-on-exec stream socket: the ring does the waiting, so the fd needs no
 /// O_NONBLOCK (the kernel's io_uring reads and writes never block the thread either way).
 fn new_socket(
@@ -57,14 +68,16 @@ impl Drop for Stream {
 impl Stream {
     fn new(fd: RawFd, tcp: bool) -> Stream {
         Stream {
-            fd: Rc::new(Fd(fd)),
+            fd: Rc::new(Fd::registered(fd)),
             tcp,
             deferred: None,
         }
     }
 
-    fn raw(&self) -> types::Fd {
-        types::Fd(self.fd.0)
+    /// The socket's slot in the ring's file table, if it has one (tests).
+    #[cfg(test)]
+    pub(super) fn file_slot(&self) -> Option<u32> {
+        self.fd.slot()
     }
 
     /// Connects over the ring (IORING_OP_CONNECT, 5.5) a socket made by `socket(2)`.
@@ -89,7 +102,7 @@ impl Stream {
 
     async fn connect(&self, addr: socket2::SockAddr) -> io::Result<()> {
         let addr = Box::new(addr);
-        let entry = opcode::Connect::new(self.raw(), addr.as_ptr().cast(), addr.len()).build();
+        let entry = on_fd!(self.fd, Connect(addr.as_ptr().cast(), addr.len())).build();
         // SAFETY: the sockaddr is boxed in the op's data, the fd referenced by it.
         let (res, _, _) = unsafe { Op::submit(entry, (addr, self.fd.clone())) }.await;
         result(res).map(drop)
@@ -141,7 +154,7 @@ impl Stream {
     /// the chain, and the read would start with part of the request unsent), and a detached one.
     fn send_whole(&self, v: &mut IoVecs) -> squeue::Entry {
         v.point_at(0);
-        opcode::SendMsg::new(self.raw(), &v.msg as *const libc::msghdr)
+        on_fd!(self.fd, SendMsg(&v.msg as *const libc::msghdr))
             .flags((libc::MSG_NOSIGNAL | libc::MSG_WAITALL) as u32)
             .build()
     }
@@ -158,7 +171,7 @@ impl Stream {
     ) -> (io::Result<usize>, BytesMut) {
         if BUFFER_RING.get() {
             let len = with_ring(|r| r.bufs.as_ref().map_or(0, bufring::BufRing::buf_len));
-            let entry = opcode::Recv::new(self.raw(), std::ptr::null_mut(), len as u32)
+            let entry = on_fd!(self.fd, Recv(std::ptr::null_mut(), len as u32))
                 .buf_group(bufring::GROUP)
                 .build()
                 .flags(squeue::Flags::BUFFER_SELECT);
@@ -220,7 +233,7 @@ impl Stream {
         if let Err(e) = self.flush_deferred().await {
             return (Err(e), BytesMut::new());
         }
-        let entry = opcode::PollAdd::new(self.raw(), libc::POLLIN as u32).build();
+        let entry = on_fd!(self.fd, PollAdd(libc::POLLIN as u32)).build();
         // SAFETY: POLL_ADD names only the fd, which the op's data keeps open.
         let (res, _, _) = unsafe { Op::submit(entry, self.fd.clone()) }.await;
         if let Err(e) = result(res) {
@@ -281,7 +294,7 @@ impl Stream {
             let spare = buf.spare_capacity_mut();
             let (ptr, len) = (spare.as_mut_ptr().cast::<u8>(), spare.len());
             let write = self.send_whole(&mut v);
-            let read = opcode::Recv::new(self.raw(), ptr, len as u32).build();
+            let read = on_fd!(self.fd, Recv(ptr, len as u32)).build();
             // SAFETY: the msghdr, iovecs and the bytes they point at live in the boxed `v`, and
             // `ptr..ptr+len` is the spare capacity of `buf`'s heap allocation; the op owns both
             // (moving them moves no heap memory) and a reference to the fd until the pair's one
@@ -326,7 +339,7 @@ impl Stream {
         // finite total.
         while !v.bufs.is_empty() {
             v.point_at(0);
-            let entry = opcode::SendMsg::new(self.raw(), &v.msg as *const libc::msghdr)
+            let entry = on_fd!(self.fd, SendMsg(&v.msg as *const libc::msghdr))
                 .flags(libc::MSG_NOSIGNAL as u32)
                 .build();
             // SAFETY: the msghdr, the iovecs and the bytes they point at live in the boxed
@@ -373,7 +386,7 @@ impl Stream {
     /// completes with -EAGAIN instead of arming a poll.
     pub async fn peek_on_ring(&self) -> io::Result<usize> {
         let scratch = with_ring(|r| r.peek_scratch());
-        let entry = opcode::Recv::new(self.raw(), scratch, 1)
+        let entry = on_fd!(self.fd, Recv(scratch, 1))
             .flags(libc::MSG_PEEK | libc::MSG_DONTWAIT)
             .build();
         // SAFETY: the scratch bytes belong to the ring, which outlives every op (the runtime
@@ -391,7 +404,7 @@ async fn read_fd(fd: &Rc<Fd>, mut buf: BytesMut) -> (io::Result<usize>, BytesMut
     }
     let spare = buf.spare_capacity_mut();
     let (ptr, len) = (spare.as_mut_ptr().cast::<u8>(), spare.len());
-    let entry = opcode::Recv::new(types::Fd(fd.0), ptr, len as u32).build();
+    let entry = on_fd!(fd, Recv(ptr, len as u32)).build();
     // SAFETY: `ptr..ptr+len` is the spare capacity of `buf`'s heap allocation, which the op owns
     // (moving a BytesMut does not move its bytes) until the completion.
     let (res, _, (mut buf, _)) = unsafe { Op::submit(entry, (buf, fd.clone())) }.await;
@@ -410,7 +423,7 @@ async fn write_all_fd(fd: &Rc<Fd>, mut buf: Bytes) -> io::Result<usize> {
     let total = buf.len();
     // Bounded: each turn sends at least one byte of a finite buffer.
     while !buf.is_empty() {
-        let entry = opcode::Send::new(types::Fd(fd.0), buf.as_ptr(), buf.len() as u32)
+        let entry = on_fd!(fd, Send(buf.as_ptr(), buf.len() as u32))
             .flags(libc::MSG_NOSIGNAL)
             .build();
         // SAFETY: the bytes are owned by the `Bytes` the op holds until its completion.
@@ -439,7 +452,7 @@ async fn pump(from: &Rc<Fd>, to: &Rc<Fd>, moved: &Cell<u64>) -> io::Result<()> {
             Ok(0) => {
                 // The peer may already be gone; its own direction reports that.
                 // SAFETY: shutdown(2) on an fd `to` keeps open; no pointers.
-                unsafe { libc::shutdown(to.0, libc::SHUT_WR) };
+                unsafe { libc::shutdown(to.raw(), libc::SHUT_WR) };
                 return Ok(());
             }
             Ok(_) => {}
@@ -455,14 +468,14 @@ async fn pump(from: &Rc<Fd>, to: &Rc<Fd>, moved: &Cell<u64>) -> io::Result<()> {
 
 impl AsRawFd for Stream {
     fn as_raw_fd(&self) -> RawFd {
-        self.fd.0
+        self.fd.raw()
     }
 }
 
 impl std::os::fd::AsFd for Stream {
     fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
         // SAFETY: the fd stays open while `self` (which holds a reference to it) is borrowed.
-        unsafe { std::os::fd::BorrowedFd::borrow_raw(self.fd.0) }
+        unsafe { std::os::fd::BorrowedFd::borrow_raw(self.fd.raw()) }
     }
 }
 
@@ -474,7 +487,7 @@ pub struct Listener {
 impl Listener {
     pub fn from_std(l: std::net::TcpListener) -> io::Result<Listener> {
         Ok(Listener {
-            fd: Rc::new(Fd(l.into_raw_fd())),
+            fd: Rc::new(Fd::plain(l.into_raw_fd())),
         })
     }
 
@@ -489,7 +502,7 @@ impl Listener {
     pub fn local_addr(&self) -> Option<SocketAddr> {
         // SAFETY: the fd is open while `self` lives; the borrowed socket is not closed (forgotten
         // via into_raw_fd).
-        let s = unsafe { socket2::Socket::from_raw_fd(self.fd.0) };
+        let s = unsafe { socket2::Socket::from_raw_fd(self.fd.raw()) };
         let addr = s.local_addr().ok().and_then(|a| a.as_socket());
         let _ = s.into_raw_fd();
         addr
@@ -505,7 +518,7 @@ pub struct Incoming<'a> {
 
 impl Incoming<'_> {
     pub async fn next(&mut self) -> io::Result<(Stream, Option<SocketAddr>)> {
-        let fd = types::Fd(self.listener.fd.0);
+        let fd = types::Fd(self.listener.fd.raw());
         let res = if self.multishot {
             let multi = self.multi.get_or_insert_with(|| {
                 let entry = opcode::AcceptMulti::new(fd)
@@ -550,7 +563,7 @@ impl Incoming<'_> {
 
     async fn accept_one(&self) -> i32 {
         let entry = opcode::Accept::new(
-            types::Fd(self.listener.fd.0),
+            types::Fd(self.listener.fd.raw()),
             std::ptr::null_mut(),
             std::ptr::null_mut(),
         )

@@ -179,7 +179,7 @@ fn every_setup_flag_off_one_at_a_time() {
     let base = UringOptions::default();
     echo_on(&base, "all on");
     type TurnOff = fn(&mut UringOptions);
-    let variants: [(&str, TurnOff); 7] = [
+    let variants: [(&str, TurnOff); 8] = [
         ("coop_taskrun off", |o| o.coop_taskrun = false),
         ("single_issuer off", |o| o.single_issuer = false),
         ("defer_taskrun off", |o| o.defer_taskrun = false),
@@ -187,6 +187,7 @@ fn every_setup_flag_off_one_at_a_time() {
         ("buffer_ring off", |o| o.buffer_ring = false),
         ("pool_peek off", |o| o.pool_peek = false),
         ("linked_ops off", |o| o.linked_ops = false),
+        ("registered_files off", |o| o.registered_files = 0),
     ];
     for (what, off) in variants {
         let mut o = base.clone();
@@ -576,5 +577,65 @@ fn a_deferred_write_goes_out_with_the_next_read_or_before_anything_else() {
         p.read_to_end(&mut rest).unwrap();
         assert_eq!(rest, b"last");
         assert_no_ops_left().await;
+    });
+}
+
+/// A file table of 2 slots and 4 sockets: two named by slot, two by fd, all working (linked
+/// chains, idle reads, plain writes). A registered socket that is dropped closes at once (its
+/// peer reads EOF: the table's reference goes with the fd), and its slot is reused.
+#[test]
+fn registered_files_beyond_the_table_use_plain_fds_and_close_at_once() {
+    let rt = runtime(&UringOptions {
+        registered_files: 2,
+        ..UringOptions::default()
+    })
+    .expect("runtime");
+    rt.block_on(async {
+        assert_eq!(super::registered_files(), (0, 2));
+        let mut socks: Vec<_> = (0..4).map(|_| pair()).collect();
+        assert_eq!(super::registered_files(), (2, 2), "two slots, both used");
+        assert!(socks[0].0.file_slot().is_some() && socks[1].0.file_slot().is_some());
+        assert!(socks[2].0.file_slot().is_none() && socks[3].0.file_slot().is_none());
+        for (i, (s, p)) in socks.iter_mut().enumerate() {
+            let msg = format!("ping {i}");
+            let mut parts = crate::io::Pieces::new();
+            parts.push(Bytes::from(msg.clone().into_bytes()));
+            p.write_all(b"pong").unwrap();
+            let (w, r, buf) = s
+                .write_vectored_then_read(parts, BytesMut::with_capacity(64))
+                .await;
+            w.expect("write");
+            let n = match r {
+                Some(r) => r.expect("linked read"),
+                None => {
+                    let (r, b) = s.read(buf.clone()).await;
+                    assert_eq!(&b[..], b"pong", "socket {i}");
+                    r.expect("read")
+                }
+            };
+            assert_eq!(n, 4, "socket {i}");
+            let mut got = vec![0u8; msg.len()];
+            p.read_exact(&mut got).unwrap();
+            assert_eq!(got, msg.as_bytes(), "socket {i}");
+            p.write_all(b"idle").unwrap();
+            let (r, buf) = s.read_idle(BytesMut::new, 64).await;
+            assert_eq!(r.expect("idle read"), 4, "socket {i}");
+            assert_eq!(&buf[..], b"idle", "socket {i}");
+        }
+        // Dropped: the registered socket's peer sees EOF now, not when the ring closes.
+        let (s0, mut p0) = socks.remove(0);
+        drop(s0);
+        assert_eq!(super::registered_files(), (1, 2), "the slot was cleared");
+        p0.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut b = [0u8; 1];
+        assert_eq!(p0.read(&mut b).expect("EOF, not a timeout"), 0);
+        // The freed slot goes to the next socket, which works on it.
+        let (mut s4, mut p4) = pair();
+        assert!(s4.file_slot().is_some(), "the freed slot was reused");
+        assert_eq!(super::registered_files(), (2, 2));
+        s4.write_all(Bytes::from_static(b"again")).await.unwrap();
+        let mut got = [0u8; 5];
+        p4.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"again");
     });
 }
