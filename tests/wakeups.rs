@@ -91,12 +91,26 @@ both_drivers!(wake_ups_and_completions_per_request, |driver: &str| {
     let gw = Gateway::start(&cfg, addr, admin);
     let (polls, sqes, cqes) = per_request(&gw, "/x");
     let (f_polls, f_sqes, f_cqes) = per_request(&gw, "/page");
+    // The same with every reuse checked (`pool.reuse_check_after = "0s"`): one requests after
+    // another on one connection reuse their backend connection within the default 10 ms, so
+    // above the check is skipped, here it runs each time.
+    let (mut cfg0, addr0, admin0) = preamble(driver, 1);
+    cfg0.push_str(&format!(
+        "[log]\naccess = \"off\"\n\n[[upstream]]\nname = \"b\"\nendpoints = [\"{ep}\"]\n\
+         pool = {{ reuse_check_after = \"0s\" }}\n\n[[route]]\npath_prefix = \"/\"\nupstream = \"b\"\n"
+    ));
+    let gw0 = Gateway::start(&cfg0, addr0, admin0);
+    let (c_polls, c_sqes, c_cqes) = per_request(&gw0, "/x");
     println!(
-        "{driver}: per proxied request {polls:.2} wake-ups, {sqes:.2} SQEs, {cqes:.2} CQEs; \
+        "{driver}: per proxied request {polls:.2} wake-ups, {sqes:.2} SQEs, {cqes:.2} CQEs \
+         (every reuse checked: {c_polls:.2}, {c_sqes:.2}, {c_cqes:.2}); \
          per fan-out-4 request {f_polls:.2}, {f_sqes:.2}, {f_cqes:.2}"
     );
     if driver == "epoll" {
-        assert_eq!((polls, sqes, cqes, f_polls), (0.0, 0.0, 0.0, 0.0));
+        assert_eq!(
+            (polls, sqes, cqes, f_polls, c_polls),
+            (0.0, 0.0, 0.0, 0.0, 0.0)
+        );
         return;
     }
     let linked = uses(&gw, "linked_ops");
@@ -110,12 +124,14 @@ both_drivers!(wake_ups_and_completions_per_request, |driver: &str| {
         (true, false) => (2.0, 2.0),
         (false, _) => (3.0, 3.0),
     };
-    let exchange = f64::from(u8::from(peek)) + if linked { 1.0 } else { 2.0 };
-    // A proxied request: the client's read and write, the reuse check, the backend's write and
-    // read (one completion when linked: the write's is skipped on success).
+    // The backend's write and read: one completion when linked (the write's is skipped on
+    // success). The reuse check is skipped for a connection checked in moments before.
+    let exchange = if linked { 1.0 } else { 2.0 };
+    let checked = exchange + f64::from(u8::from(peek));
     let proxied = client_cqes + exchange;
     let proxied_wakes = client_wakes + exchange;
-    // Four calls, each a reuse check and an exchange.
+    // Four calls, each an exchange (their connections were checked in by the request before:
+    // no reuse check).
     let fanout = client_cqes + 4.0 * exchange;
     let slack = 0.05;
     assert!(
@@ -125,6 +141,15 @@ both_drivers!(wake_ups_and_completions_per_request, |driver: &str| {
     assert!(
         polls <= proxied_wakes + slack,
         "{polls:.2} wake-ups per proxied request, expected at most {proxied_wakes}"
+    );
+    // Checked every time: exactly one completion (and wake-up) more per request with the peek
+    // on the ring; a syscall instead (no completion) with `pool_peek` off.
+    assert!(
+        (c_cqes - (client_cqes + checked)).abs() <= slack
+            && c_polls <= client_wakes + checked + slack,
+        "{c_cqes:.2} CQEs, {c_polls:.2} wake-ups per proxied request with every reuse checked, \
+         expected {}",
+        client_cqes + checked
     );
     assert!(
         f_cqes <= fanout + slack,

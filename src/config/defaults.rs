@@ -87,6 +87,7 @@ impl Default for PoolConfig {
             max_connections: 256,
             queue_timeout: Duration::from_secs(1),
             max_waiters: 1024,
+            reuse_check_after: Duration::from_millis(10),
         }
     }
 }

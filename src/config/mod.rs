@@ -280,6 +280,11 @@ pub struct PoolConfig {
     pub queue_timeout: Duration,
     /// Bound of the FIFO of requests waiting for a connection (beyond it: 503 at once).
     pub max_waiters: usize,
+    /// An idle connection reused within this long of its check-in skips the check that the
+    /// backend has not closed it or written to it meanwhile (a one-byte peek). `0s`: every reuse
+    /// is checked.
+    #[serde(with = "de::duration")]
+    pub reuse_check_after: Duration,
 }
 
 /// `health = { ... }` of an upstream: passive ejection.

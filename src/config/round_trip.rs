@@ -90,6 +90,7 @@ fn upstream(i: usize) -> impl Strategy<Value = UpstreamConfig> {
                     max_connections,
                     queue_timeout,
                     max_waiters,
+                    reuse_check_after: idle_timeout / 3,
                 },
                 health: HealthConfig {
                     fail_threshold: health.0,

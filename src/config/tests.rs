@@ -291,6 +291,7 @@ fn render_writes_every_default() {
         "drain_grace = \"0s\"",
         "sqpoll = false",
         "max_waiters = 1024",
+        "reuse_check_after = \"10ms\"",
         "eject_for = \"10s\"",
         "path_prefix = \"/\"",
     ] {
