@@ -153,9 +153,21 @@ impl Stream {
     /// way completes with what it sent. What a linked write needs (a short one would not break
     /// the chain, and the read would start with part of the request unsent), and a detached one.
     fn send_whole(&self, v: &mut IoVecs) -> squeue::Entry {
+        self.send_entry(v, libc::MSG_NOSIGNAL | libc::MSG_WAITALL)
+    }
+
+    /// A send of what `v` holds (at most [`MAX_IOVECS`] buffers): a SEND for a single buffer (a
+    /// backend request without a body, mostly), which spares the kernel copying in a msghdr and
+    /// an iovec array; a SENDMSG for more.
+    fn send_entry(&self, v: &mut IoVecs, flags: libc::c_int) -> squeue::Entry {
+        if let [only] = &v.bufs[..] {
+            return on_fd!(self.fd, Send(only.as_ptr(), only.len() as u32))
+                .flags(flags)
+                .build();
+        }
         v.point_at(0);
         on_fd!(self.fd, SendMsg(&v.msg as *const libc::msghdr))
-            .flags((libc::MSG_NOSIGNAL | libc::MSG_WAITALL) as u32)
+            .flags(flags as u32)
             .build()
     }
 
@@ -338,12 +350,10 @@ impl Stream {
         // Bounded: each turn writes at least one byte (a zero-byte write is an error) of a
         // finite total.
         while !v.bufs.is_empty() {
-            v.point_at(0);
-            let entry = on_fd!(self.fd, SendMsg(&v.msg as *const libc::msghdr))
-                .flags(libc::MSG_NOSIGNAL as u32)
-                .build();
-            // SAFETY: the msghdr, the iovecs and the bytes they point at live in the boxed
-            // `v`, which the op owns until its completion; the fd is referenced by it too.
+            let entry = self.send_entry(&mut v, libc::MSG_NOSIGNAL);
+            // SAFETY: the msghdr, the iovecs and the bytes they point at (or the one buffer a
+            // SEND names) live in the boxed `v`, which the op owns until its completion; the fd
+            // is referenced by it too.
             let (res, _, (back, _)) = unsafe { Op::submit(entry, (v, self.fd.clone())) }.await;
             v = back;
             match result(res) {
