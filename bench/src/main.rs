@@ -72,7 +72,8 @@ struct SuiteArgs {
     out: Option<std::path::PathBuf>,
     /// Comma-separated targets: ringway-uring, ringway-epoll, direct, nginx, haproxy (default:
     /// these five); also the io_uring variants ringway-uring-no-<feature> (multishot_accept, pool_peek, linked_ops,
-    /// buffer_ring, defer_taskrun, coop_taskrun, single_issuer) and ringway-uring-5.10 (all off).
+    /// buffer_ring, defer_taskrun, coop_taskrun, single_issuer, registered_files) and
+    /// ringway-uring-5.10 (all off).
     #[arg(long, value_delimiter = ',')]
     targets: Option<Vec<String>>,
     /// Comma-separated scenarios: hello, proxy-small, proxy-256, proxy-64k, proxy-uds, fanout-4,

@@ -45,6 +45,7 @@ pub const URING_FEATURES: &[UringFeature] = &[
     uring_feature!("defer_taskrun"),
     uring_feature!("coop_taskrun"),
     uring_feature!("single_issuer"),
+    uring_feature!("registered_files"),
 ];
 
 /// A proxy (or no proxy) under test.
@@ -794,6 +795,7 @@ mod tests {
             "ringway-uring-no-defer_taskrun",
             "ringway-uring-no-coop_taskrun",
             "ringway-uring-no-single_issuer",
+            "ringway-uring-no-registered_files",
             "ringway-uring-5.10",
         ] {
             assert!(names.contains(&want), "{want} missing from {names:?}");
@@ -838,7 +840,8 @@ mod tests {
                 || u.linked_ops
                 || u.defer_taskrun
                 || u.coop_taskrun
-                || u.single_issuer)
+                || u.single_issuer
+                || u.registered_files)
         );
     }
 }
