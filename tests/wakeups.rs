@@ -3,8 +3,9 @@
 //! `ringway_shard_uring_cqes_total`), on one keepalive connection in steady state.
 //!
 //! On uring, a proxied request costs: the client's read (one RECV from the buffer ring, or a
-//! POLL_ADD and a RECV without it), the pooled connection's reuse check (`io_uring.pool_peek`),
-//! the backend exchange (the request's write linked to the answer's read with
+//! POLL_ADD and a RECV without it), the pooled connection's reuse check (`io_uring.pool_peek`;
+//! skipped for a connection checked in less than `pool.reuse_check_after` ago, which is every
+//! reuse here, so it is measured once more with that set to `0s`), the backend exchange (the request's write linked to the answer's read with
 //! `io_uring.linked_ops`: one completion, else two), and the answer's write (held back and
 //! linked with the next request's read when linked ops and the buffer ring are on: its
 //! completion then wakes nobody). Each is
