@@ -107,6 +107,9 @@ pub struct UringFeatures {
     pub multishot_accept: bool,
     /// 5.19: `IORING_REGISTER_PBUF_RING`, by registering a one-entry ring.
     pub buffer_ring: bool,
+    /// 5.5: a sparse table of registered files (`-1` slots) and `IORING_REGISTER_FILES_UPDATE`,
+    /// by registering a one-slot table and putting an fd in it.
+    pub registered_files: bool,
     /// A send linked to a receive with the send's completion skipped on success: needs
     /// `IORING_FEAT_CQE_SKIP` (5.17) and a send that retries a short write under `MSG_WAITALL`
     /// instead of completing short (5.18). By the feature flag and kernel version 6.0 (see
@@ -256,6 +259,7 @@ pub fn uring_features() -> Result<UringFeatures, UringUnavailable> {
     Ok(UringFeatures {
         multishot_accept: accept && since(5, 19),
         buffer_ring: buffer_ring_registers(&ring),
+        registered_files: files_register(&ring),
         linked_send_recv: params.is_feature_skip_cqe_on_success()
             && op(opcode::SendMsg::CODE)
             && recv
@@ -291,6 +295,25 @@ fn setup_accepts(configure: impl FnOnce(&mut io_uring::Builder) -> &mut io_uring
     let mut builder = IoUring::builder();
     configure(&mut builder);
     builder.build(PROBE_ENTRIES).is_ok()
+}
+
+/// Registers a one-slot sparse file table on `ring`, puts a socket in the slot and clears it
+/// again (what the driver does per socket), then unregisters the table. For real, as the buffer
+/// ring: a policy could refuse `io_uring_register` opcodes one by one. (Not the ring's own fd:
+/// the kernel never takes an io_uring fd into a file table.)
+fn files_register(ring: &IoUring) -> bool {
+    use std::os::fd::AsRawFd;
+    let Ok((sock, _peer)) = std::os::unix::net::UnixStream::pair() else {
+        return false;
+    };
+    let s = ring.submitter();
+    if s.register_files(&[-1]).is_err() {
+        return false;
+    }
+    let ok = s.register_files_update(0, &[sock.as_raw_fd()]).is_ok()
+        && s.register_files_update(0, &[-1]).is_ok();
+    let _ = s.unregister_files();
+    ok
 }
 
 /// Registers a one-entry provided-buffer ring (group 0) on `ring`, then unregisters it.

@@ -60,6 +60,7 @@ struct FeatureRow {
 const FEATURE_ROWS: &[FeatureRow] = &[
     FeatureRow { name: "multishot_accept", since: "5.19", used_for: "one accept SQE yields every new connection", get: |f| f.multishot_accept },
     FeatureRow { name: "buffer_ring", since: "5.19", used_for: "reads on idle keepalive client connections (no buffer held while idle)", get: |f| f.buffer_ring },
+    FeatureRow { name: "registered_files", since: "5.5", used_for: "sockets named by their slot in the ring's file table: no file reference per operation", get: |f| f.registered_files },
     FeatureRow { name: "linked_send_recv", since: "6.0", used_for: "a write and the read after it as one chain, one wake-up (CQE_SKIP 5.17 + MSG_WAITALL send 5.18)", get: |f| f.linked_send_recv },
     FeatureRow { name: "send_zc", since: "6.0", used_for: "not used: sends to local sockets are copied anyway", get: |f| f.send_zc },
     FeatureRow { name: "recv_multishot", since: "6.0", used_for: "not used: one batched RECV SQE per read is enough", get: |f| f.recv_multishot },

@@ -180,6 +180,7 @@ fn live_probe_on_this_machine() {
         "pbuf ring registration"
     );
     assert_eq!(features.send_zc, k.at_least(6, 0), "SEND_ZC opcode");
+    assert!(features.registered_files, "a sparse file table (5.5+)");
     assert_eq!(features.coop_taskrun, k.at_least(5, 19));
     assert_eq!(features.taskrun_flag, k.at_least(5, 19));
     assert_eq!(features.single_issuer, k.at_least(6, 0));

@@ -148,6 +148,11 @@ impl UringOptions {
             multishot_accept: self.multishot_accept && has(|f| f.multishot_accept),
             buffer_ring: self.buffer_ring && has(|f| f.buffer_ring),
             linked_ops: self.linked_ops && has(|f| f.linked_send_recv),
+            registered_files: if has(|f| f.registered_files) {
+                self.registered_files
+            } else {
+                0
+            },
             ..self
         }
     }
