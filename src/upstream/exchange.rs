@@ -202,28 +202,35 @@ impl Attempt {
     /// As [`Attempt::send`], except for a timeout: the request may then have been written, so
     /// [`Kind::Timeout`] is not marked as before the response (never resent). The buffer then
     /// went with the cancelled read and `buf` is left empty, as in [`Attempt::read_more`].
-    pub async fn send_then_read(
-        &mut self,
+    #[allow(clippy::manual_async_fn)] // on purpose: see the first comment
+    pub fn send_then_read<'a>(
+        &'a mut self,
         parts: rio::Pieces,
-        buf: &mut BytesMut,
+        buf: &'a mut BytesMut,
         limit: Option<Duration>,
-    ) -> Result<(), Error> {
+    ) -> impl Future<Output = Result<(), Error>> + 'a {
+        // The driver's future is built now, not inside an async fn: the pieces go straight into
+        // its iovec box, instead of being held (twice, rust#62958) and moved by this future on
+        // every backend request.
         make_room(buf);
+        let pending = &mut self.pending;
         let go = self
             .conn
             .stream()
             .write_vectored_then_read(parts, std::mem::take(buf));
-        let (written, read, b) = match limit {
-            Some(limit) => match rio::timeout(limit, go).await {
-                Ok(r) => r,
-                Err(_) => return Err(Error::new(Kind::Timeout)),
-            },
-            None => go.await,
-        };
-        audit::read(&b);
-        *buf = b;
-        self.pending = read;
-        written.map_err(|e| Error::io(Kind::Io, e).before_response())
+        async move {
+            let (written, read, b) = match limit {
+                Some(limit) => match rio::timeout(limit, go).await {
+                    Ok(r) => r,
+                    Err(_) => return Err(Error::new(Kind::Timeout)),
+                },
+                None => go.await,
+            };
+            audit::read(&b);
+            *buf = b;
+            *pending = read;
+            written.map_err(|e| Error::io(Kind::Io, e).before_response())
+        }
     }
 
     /// Reads the next response head into `buf`: the final one, or an interim one the caller
