@@ -82,7 +82,8 @@ impl Default for IoUringConfig {
 impl Default for PoolConfig {
     fn default() -> Self {
         PoolConfig {
-            max_idle: 64,
+            // As many as may be open (see `PoolConfig::max_idle`).
+            max_idle: 256,
             idle_timeout: Duration::from_secs(30),
             max_connections: 256,
             queue_timeout: Duration::from_secs(1),

@@ -266,9 +266,11 @@ pub enum Balance {
 
 /// `pool = { ... }` of an upstream (per endpoint, per shard).
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(from = "PoolConfigInput")]
 pub struct PoolConfig {
-    /// Most idle keepalive connections kept; at most `max_connections`.
+    /// Most idle keepalive connections kept; at most `max_connections`, which it defaults to:
+    /// a fan-out's burst of calls then all go back to the pool, instead of most being closed
+    /// and opened again by the next burst (nginx's `keepalive` must be sized by hand for that).
     pub max_idle: usize,
     /// An idle connection unused this long is closed.
     #[serde(with = "de::duration")]
@@ -285,6 +287,48 @@ pub struct PoolConfig {
     /// is checked.
     #[serde(with = "de::duration")]
     pub reuse_check_after: Duration,
+}
+
+/// [`PoolConfig`] as written: `max_idle` may be left out, and then follows `max_connections`.
+#[derive(Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct PoolConfigInput {
+    max_idle: Option<usize>,
+    #[serde(with = "de::duration")]
+    idle_timeout: Duration,
+    max_connections: usize,
+    #[serde(with = "de::duration")]
+    queue_timeout: Duration,
+    max_waiters: usize,
+    #[serde(with = "de::duration")]
+    reuse_check_after: Duration,
+}
+
+impl Default for PoolConfigInput {
+    fn default() -> Self {
+        let d = PoolConfig::default();
+        PoolConfigInput {
+            max_idle: None,
+            idle_timeout: d.idle_timeout,
+            max_connections: d.max_connections,
+            queue_timeout: d.queue_timeout,
+            max_waiters: d.max_waiters,
+            reuse_check_after: d.reuse_check_after,
+        }
+    }
+}
+
+impl From<PoolConfigInput> for PoolConfig {
+    fn from(i: PoolConfigInput) -> Self {
+        PoolConfig {
+            max_idle: i.max_idle.unwrap_or(i.max_connections),
+            idle_timeout: i.idle_timeout,
+            max_connections: i.max_connections,
+            queue_timeout: i.queue_timeout,
+            max_waiters: i.max_waiters,
+            reuse_check_after: i.reuse_check_after,
+        }
+    }
 }
 
 /// `health = { ... }` of an upstream: passive ejection.

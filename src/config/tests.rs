@@ -128,7 +128,7 @@ fn defaults_are_designs() {
     let p = PoolConfig::default();
     assert_eq!(
         (p.max_idle, p.idle_timeout, p.max_connections),
-        (64, secs(30), 256)
+        (256, secs(30), 256)
     );
     assert_eq!((p.queue_timeout, p.max_waiters), (secs(1), 1024));
     assert_eq!(
@@ -182,7 +182,14 @@ fn design_example_parses() {
             Endpoint::Unix("/run/ads.sock".into())
         ]
     );
-    assert_eq!(ads.pool, PoolConfig::default());
+    // The example spells out the defaults, but for a smaller idle pool.
+    assert_eq!(
+        ads.pool,
+        PoolConfig {
+            max_idle: 64,
+            ..PoolConfig::default()
+        }
+    );
     assert_eq!(ads.health, HealthConfig::default());
     assert!(c.upstream("nope").is_none());
     assert_eq!(c.routes.len(), 2);
@@ -599,4 +606,23 @@ rejects! {
         => 2:23 "io_uring.buffer_ring_entries" "got 0";
     free_list_max_too_large: "[server]\nlisten = [\"127.0.0.1:8080\"]\nfree_list_max = 100000\n"
         => 3:17 "server.free_list_max" "at most 65536 (each list keeps up to this many buffers per shard), got 100000";
+}
+
+/// Left out, `max_idle` follows `max_connections` (every open connection may go back to the
+/// pool); given, it is kept as it is.
+#[test]
+fn pool_max_idle_follows_max_connections_unless_given() {
+    let pool = |extra: &str| {
+        let c = parse(&format!(
+            "[[upstream]]\nname = \"a\"\nendpoints = [\"127.0.0.1:9001\"]\n{extra}\n"
+        ));
+        let p = c.upstream("a").unwrap().pool.clone();
+        (p.max_idle, p.max_connections)
+    };
+    assert_eq!(pool(""), (256, 256));
+    assert_eq!(pool("pool = { max_connections = 100 }"), (100, 100));
+    assert_eq!(
+        pool("pool = { max_connections = 100, max_idle = 8 }"),
+        (8, 100)
+    );
 }
