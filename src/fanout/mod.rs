@@ -139,15 +139,20 @@ struct Finished {
 /// Results in declaration order; `None` for a call that was cancelled before it ended.
 type Results = smallvec::SmallVec<[Option<Finished>; 8]>;
 
-/// How the concurrent phase ended.
+/// How the concurrent phase ended (the results are in the caller's [`Results`]: filled in
+/// place, not returned, so their 1.5 KB are not copied out of the gathering future and again
+/// out of this).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Gathered {
     /// Every call ended, or a required one failed (its index; the rest were cancelled).
-    Done {
-        results: Results,
-        failed_required: Option<usize>,
-    },
+    Done { failed_required: Option<usize> },
     /// The client hung up; every unfinished call was cancelled.
-    ClientGone(Results),
+    ClientGone,
+}
+
+/// Room for every call's result, each `None` until the call ends.
+fn empty_results(plan: &FanoutPlan) -> Results {
+    plan.calls.iter().map(|_| None).collect()
 }
 
 /// Serves a fan-out request over `upstreams` (the gateway's groups, which the plan's calls
@@ -193,10 +198,12 @@ pub async fn serve(
         upstreams,
         shard.scratch_bufs().take(),
     );
+    let mut results = empty_results(plan);
     let gathered = gather(
         plan,
         upstreams,
         shard.read_bufs(),
+        &mut results,
         reqs,
         limits,
         deadline,
@@ -208,12 +215,9 @@ pub async fn serve(
     .await;
     // Every call ended or was dropped, and with it its copy of its request head.
     shard.scratch_bufs().put_back(heads_buf);
-    let (mut results, failed_required, gone) = match gathered {
-        Gathered::Done {
-            results,
-            failed_required,
-        } => (results, failed_required, false),
-        Gathered::ClientGone(results) => (results, None, true),
+    let (failed_required, gone) = match gathered {
+        Gathered::Done { failed_required } => (failed_required, false),
+        Gathered::ClientGone => (None, true),
     };
     let metrics = client.shard().metrics();
     for (c, r) in plan.calls.iter().zip(&results) {
@@ -297,7 +301,8 @@ fn recycle(results: &mut Results, bufs: &ReadBufs) {
 }
 
 /// Runs every call of `plan` concurrently until all have ended, a required one failed, or the
-/// client is gone. `reqs[i]` is call `i`'s request head. `client_gone` is asked every
+/// client is gone; call `i`'s result goes to `results[i]` (from [`empty_results`]) when it ends.
+/// `reqs[i]` is call `i`'s request head. `client_gone` is asked every
 /// [`CLIENT_GONE_POLL`] until `deadline` (then never: the calls end by the deadline anyway).
 ///
 /// # One task, one timer
@@ -315,17 +320,18 @@ fn recycle(results: &mut Results, bufs: &ReadBufs) {
 /// # Cancellation
 /// Every unfinished call is dropped before this returns: its I/O is cancelled and its
 /// `PooledConn` is closed (never pooled) because it was not released as clean.
+#[allow(clippy::too_many_arguments)] // each is one of the fan-out's inputs; a struct would only rename them
 async fn gather(
     plan: &FanoutPlan,
     upstreams: &[UpstreamGroup],
     bufs: &ReadBufs,
+    results: &mut Results,
     reqs: Requests,
     limits: Limits,
     deadline: Instant,
     mut client_gone: impl FnMut() -> bool,
 ) -> Gathered {
     let started = crate::io::now();
-    let mut results: Results = plan.calls.iter().map(|_| None).collect();
     let call_deadline = |i: usize| deadline.min(started + plan.calls[i].timeout);
     let limits = &limits;
     let mut calls: smallvec::SmallVec<[_; 8]> = plan
@@ -372,14 +378,12 @@ async fn gather(
                 });
                 if failed && plan.calls[i].required {
                     return Poll::Ready(Gathered::Done {
-                        results: std::mem::take(&mut results),
                         failed_required: Some(i),
                     });
                 }
             }
             if pending == 0 {
                 return Poll::Ready(Gathered::Done {
-                    results: std::mem::take(&mut results),
                     failed_required: None,
                 });
             }
@@ -399,14 +403,13 @@ async fn gather(
                 });
                 if plan.calls[i].required {
                     return Poll::Ready(Gathered::Done {
-                        results: std::mem::take(&mut results),
                         failed_required: Some(i),
                     });
                 }
             }
             if next_check <= now && next_check < deadline {
                 if client_gone() {
-                    return Poll::Ready(Gathered::ClientGone(std::mem::take(&mut results)));
+                    return Poll::Ready(Gathered::ClientGone);
                 }
                 // From now, not from the missed tick: a late wake-up costs one check, not one per
                 // tick it missed.

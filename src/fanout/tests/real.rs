@@ -101,10 +101,12 @@ fn run_fanout(
         );
         let deadline = Instant::now() + plan.timeout;
         let bufs = crate::upstream::ReadBufs::default();
-        let Gathered::Done { results, .. } = gather(
+        let mut results = empty_results(plan);
+        let Gathered::Done { .. } = gather(
             plan,
             groups,
             &bufs,
+            &mut results,
             reqs,
             Limits::default(),
             deadline,
@@ -259,10 +261,12 @@ fn unreachable_optional_is_null_and_required_cancels(driver: Driver) {
     let groups = vec![group("slow", slow), group("down", dead)];
     let plan = plan_of(&[("slow", 0, false), ("down", 1, true)], &[]);
     let t0 = Instant::now();
+    let mut results = empty_results(&plan);
     let gathered = rt.block_on(gather(
         &plan,
         &groups,
         &crate::upstream::ReadBufs::default(),
+        &mut results,
         call_requests(
             &plan,
             &head,
@@ -275,11 +279,7 @@ fn unreachable_optional_is_null_and_required_cancels(driver: Driver) {
         Instant::now() + plan.timeout,
         || false,
     ));
-    let Gathered::Done {
-        results,
-        failed_required,
-    } = gathered
-    else {
+    let Gathered::Done { failed_required } = gathered else {
         panic!("not gone")
     };
     assert_eq!(failed_required, Some(1));
@@ -301,11 +301,13 @@ fn gone_client_cancels_every_call(driver: Driver) {
     let head = parse_head("GET /p HTTP/1.1\r\nHost: t\r\n\r\n");
     let rt = runtime(driver);
     let t0 = Instant::now();
+    let mut results = empty_results(&plan);
     let gathered = rt.block_on(async {
         gather(
             &plan,
             &groups,
             &crate::upstream::ReadBufs::default(),
+            &mut results,
             call_requests(
                 &plan,
                 &head,
@@ -326,7 +328,8 @@ fn gone_client_cancels_every_call(driver: Driver) {
         took >= Duration::from_millis(100) && took < Duration::from_millis(500),
         "{driver}: noticed after {took:?}"
     );
-    assert!(matches!(gathered, Gathered::ClientGone(ref r) if r[0].is_none()));
+    assert_eq!(gathered, Gathered::ClientGone);
+    assert!(results[0].is_none());
     let pool = &groups[0].members()[0].pool;
     assert_eq!((pool.open_count(), pool.idle_count()), (0, 0), "{driver}");
     drop(l);
