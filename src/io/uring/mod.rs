@@ -265,18 +265,23 @@ impl Runtime {
                     } else {
                         None
                     };
-                    BUFFER_RING.set(r.bufs.is_some());
+                    let has_bufs = r.bufs.is_some();
+                    ring::install(r)?;
+                    // Only once the ring is this thread's: a ring that failed to install must not
+                    // change a running one's settings, nor replace its file table (which names
+                    // the ring's fd).
+                    BUFFER_RING.set(has_bufs);
+                    POOL_PEEK.set(opts.pool_peek);
+                    LINKED_OPS.set(opts.linked_ops);
                     if opts.registered_files > 0
-                        && let Err(e) = files::register(r.uring(), opts.registered_files)
+                        && let Err(e) =
+                            ring::with_ring(|r| files::register(r.uring(), opts.registered_files))
                     {
                         tracing::warn!(
                             slots = opts.registered_files,
                             "io_uring file table unavailable ({e}); operations name plain fds"
                         );
                     }
-                    POOL_PEEK.set(opts.pool_peek);
-                    LINKED_OPS.set(opts.linked_ops);
-                    ring::install(r)?;
                     return Ok(Runtime {
                         _not_send: std::marker::PhantomData,
                     });

@@ -639,3 +639,31 @@ fn registered_files_beyond_the_table_use_plain_fds_and_close_at_once() {
         assert_eq!(&got, b"again");
     });
 }
+
+/// A second runtime refused on a thread that has one leaves the first one's file table and
+/// settings alone: its sockets still get slots and work.
+#[test]
+fn a_refused_second_runtime_keeps_the_first_ones_file_table() {
+    let rt = runtime(&UringOptions {
+        registered_files: 4,
+        ..UringOptions::default()
+    })
+    .expect("runtime");
+    let second = runtime(&UringOptions {
+        registered_files: 8,
+        linked_ops: false,
+        ..UringOptions::default()
+    });
+    assert!(second.is_err(), "one uring runtime per thread");
+    assert_eq!(super::registered_files(), (0, 4), "the first ring's table");
+    // The first ring was set up with linked ops on (options as given, not probed).
+    assert!(super::linked_ops(), "the first ring's settings");
+    rt.block_on(async {
+        let (mut s, mut p) = pair();
+        assert!(s.file_slot().is_some());
+        s.write_all(Bytes::from_static(b"still")).await.unwrap();
+        let mut got = [0u8; 5];
+        p.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"still");
+    });
+}
