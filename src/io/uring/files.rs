@@ -42,8 +42,6 @@ struct Table {
     next: u32,
     /// Slots given back, reused first (their table pages are warm).
     free: Vec<u32>,
-    /// Slots in use now (metrics, tests).
-    used: u32,
 }
 
 thread_local! {
@@ -64,7 +62,6 @@ pub fn register(ring: &io_uring::IoUring, len: u32) -> io::Result<()> {
         len,
         next: 0,
         free: Vec::new(),
-        used: 0,
     }));
     Ok(())
 }
@@ -88,10 +85,7 @@ pub fn insert(fd: RawFd) -> Option<u32> {
             None => return None,
         };
         match update(t.ring_fd, slot, fd) {
-            Ok(()) => {
-                t.used += 1;
-                Some(slot)
-            }
+            Ok(()) => Some(slot),
             Err(e) => {
                 t.free.push(slot);
                 tracing::debug!("registering a socket with io_uring failed ({e}); plain fd");
@@ -107,10 +101,7 @@ pub fn remove(slot: u32) {
     TABLE.with_borrow_mut(|t| {
         let Some(t) = t.as_mut() else { return };
         match update(t.ring_fd, slot, -1) {
-            Ok(()) => {
-                t.used -= 1;
-                t.free.push(slot);
-            }
+            Ok(()) => t.free.push(slot),
             // Cannot happen for a slot we filled; if it did, the slot is not reused (the file
             // stays referenced until the ring closes).
             Err(e) => tracing::warn!(slot, "clearing a registered file slot failed: {e}"),
@@ -120,11 +111,16 @@ pub fn remove(slot: u32) {
 
 /// Slots in use and slots in the table on this thread (zeros without a table).
 pub fn usage() -> (u32, u32) {
-    TABLE.with_borrow(|t| t.as_ref().map_or((0, 0), |t| (t.used, t.len)))
+    TABLE.with_borrow(|t| {
+        t.as_ref()
+            .map_or((0, 0), |t| (t.next - t.free.len() as u32, t.len))
+    })
 }
 
 /// Sets `slot` to `fd` (-1: empty) with IORING_REGISTER_FILES_UPDATE. A synchronous call, so an
-/// operation queued right after can name the slot; it does not quiesce the ring.
+/// operation queued right after can name the slot; it does not quiesce the ring. The raw
+/// syscall, not the io-uring crate's `register_files_update`: that needs the `IoUring`, which
+/// lives borrowed in the ring's thread-local while completions drop sockets.
 fn update(ring_fd: RawFd, slot: u32, fd: RawFd) -> io::Result<()> {
     let fds = [fd];
     let arg = FilesUpdate {
